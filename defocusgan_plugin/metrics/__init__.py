@@ -1,0 +1,5 @@
+"""Metrics registered into BasicSR's METRIC_REGISTRY (imported explicitly, as BasicSR does for its own)."""
+from .dpdd_metric import calculate_dpdd_psnr, calculate_dpdd_ssim, calculate_mae, to_unit_range
+from .lpips_metric import calculate_lpips
+
+__all__ = ['calculate_mae', 'calculate_dpdd_psnr', 'calculate_dpdd_ssim', 'calculate_lpips', 'to_unit_range']

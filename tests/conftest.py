@@ -1,0 +1,113 @@
+"""Shared fixtures: a tiny synthetic DPDD set, option-file helpers and in-process / subprocess runners."""
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIONS = ROOT / 'options'
+
+# The plugin must be importable for every test; importing it also installs the torchvision alias.
+import defocusgan_plugin  # noqa: E402,F401
+
+
+@pytest.fixture(scope='session')
+def synthetic_root(tmp_path_factory):
+    """A tiny embedded synthetic DP set in DPDD layout (5 scenes, longer side 96 px, |CoC| <= 4 px)."""
+    from defocusgan_plugin.data.dp_synthesis import write_synthetic_dpdd
+    root = tmp_path_factory.mktemp('synthetic_dpdd')
+    write_synthetic_dpdd(str(root), max_side=96, coc_max=4.0, focus_per_scene=(2, 1, 1), seed=0)
+    return root
+
+
+def load_options(name):
+    """Loads ``options/<name>`` (or a path) as a plain nested dict."""
+    path = Path(name)
+    if not path.is_file():
+        path = OPTIONS / name
+    with open(path) as f:
+        return _plain(yaml.safe_load(f))
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def set_option(opt, key, value):
+    """Sets a nested option: ``set_option(opt, 'train:total_iter', 2)``."""
+    keys = key.split(':')
+    node = opt
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+
+
+def tiny_options(name, work_dir, data_root=None, overrides=None, file_name=None):
+    """Copies an option file into ``work_dir`` with the datasets pointed at ``data_root`` and overrides applied.
+
+    Returns:
+        Path: The written option file.
+    """
+    opt = copy.deepcopy(load_options(name))
+    if data_root is not None:
+        for block in opt.get('datasets', {}).values():
+            if 'dataroot' in block:
+                block['dataroot'] = str(data_root)
+    for key, value in (overrides or {}).items():
+        set_option(opt, key, value)
+    path = Path(work_dir) / (file_name or Path(name).name)
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return path
+
+
+# Settings that make any training option file finish in a few seconds on CPU.
+FAST = {
+    'num_gpu': 0,
+    'train:total_iter': 2,
+    'logger:print_freq': 1,
+    'logger:save_checkpoint_freq': 2,
+    'logger:use_tb_logger': False,
+    'val:val_freq': 2,
+    'datasets:train:num_worker_per_gpu': 0,
+    'datasets:train:batch_size_per_gpu': 1,
+}
+
+
+def run_train(option_path, work_dir, *args):
+    """Runs the plugin's training pipeline in-process, rooted at ``work_dir``; returns the model."""
+    from defocusgan_plugin.train import train_pipeline
+    cwd = os.getcwd()
+    os.chdir(work_dir)
+    try:
+        return train_pipeline(str(work_dir), ['-opt', str(option_path), *args])
+    finally:
+        os.chdir(cwd)
+
+
+def run_test(option_path, work_dir, *args):
+    """Runs the plugin's test pipeline in-process, rooted at ``work_dir``."""
+    from defocusgan_plugin.test import test_pipeline
+    cwd = os.getcwd()
+    os.chdir(work_dir)
+    try:
+        test_pipeline(str(work_dir), ['-opt', str(option_path), *args])
+    finally:
+        os.chdir(cwd)
+
+
+def run_python(args, cwd, env=None, timeout=600):
+    """Runs ``python <args>`` in a subprocess; returns the CompletedProcess (output captured as text)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault('OMP_NUM_THREADS', '1')
+    return subprocess.run([sys.executable, *args], cwd=str(cwd), env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
