@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ROOT / 'options'
 
 # The plugin must be importable for every test; importing it also installs the torchvision alias.
-import defocusgan_plugin  # noqa: E402,F401
+with __import__('warnings').catch_warnings():
+    __import__('warnings').simplefilter('ignore', DeprecationWarning)  # basicsr 1.4.2 uses a deprecated scipy path
+    import defocusgan_plugin  # noqa: E402,F401
 
 
 @pytest.fixture(scope='session')

@@ -16,6 +16,8 @@ from defocusgan_plugin.utils.dist_util import init_dist
 from defocusgan_plugin.utils.registry_util import unknown_type_message
 
 NON_LOSS_TRAIN_BLOCKS = ('scheduler', )  # train.<x>_opt blocks are losses; optim_* blocks are optimisers
+# How archs (ours and BasicSR's) name their input width.
+IN_CHANNEL_KEYS = ('num_in_ch', 'in_ch', 'in_chans', 'in_nc', 'in_channels')
 
 
 def normalize_argv(argv):
@@ -94,6 +96,7 @@ def check_options(opt, is_train, source='options', resuming=False):
                 raise KeyError(f"{source}: option block train.{key} has no 'type'.")
             if not _registered(LOSS_REGISTRY, block['type']):
                 raise KeyError(f'{source}: ' + unknown_type_message(f'train.{key}', block['type'], LOSS_REGISTRY))
+    _check_input_channels(opt, source)
     metrics = (opt.get('val') or {}).get('metrics') or {}
     for key, block in metrics.items():
         if not isinstance(block, dict) or 'type' not in block:
@@ -105,6 +108,25 @@ def check_options(opt, is_train, source='options', resuming=False):
         for key, value in path_opt.items():
             if key.startswith('pretrain_network') and value is not None and not osp.isfile(osp.expanduser(value)):
                 raise FileNotFoundError(f'{source}: path.{key} points to a missing file: {value}')
+
+
+def _check_input_channels(opt, source):
+    """``input: dual`` datasets give 6 channels (3 for gray views): the generator's input width must agree."""
+    net = opt.get('network_g')
+    if not isinstance(net, dict):
+        return
+    key = next((k for k in IN_CHANNEL_KEYS if k in net), None)
+    if key is None:
+        return
+    for phase, block in opt['datasets'].items():
+        if block.get('type') not in ('DPDDDataset', 'SyntheticDPDataset'):
+            continue
+        per_view = 1 if block.get('color') == 'gray' else 3
+        channels = per_view * (2 if block.get('input', 'single') == 'dual' else 1)
+        if net[key] != channels:
+            raise ValueError(f"{source}: datasets.{phase}.input is '{block.get('input', 'single')}' ({channels} "
+                             f'channels per image) but network_g.{key} is {net[key]} ({net["type"]}); set '
+                             f'network_g.{key}: {channels} or change the dataset input.')
 
 
 @contextmanager
