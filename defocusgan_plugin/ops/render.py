@@ -17,9 +17,11 @@ Convolution is a true convolution (the PSF spreads a point), done by FFT for lar
 import torch
 import torch.nn.functional as F
 
-# Kernel sizes up to this use grouped conv2d; larger ones use FFT (crossover measured on CPU and GPU by
-# scripts/benchmark_reblur.py).
-CONV_MAX_KERNEL = 9
+# Kernel sizes up to this use grouped conv2d; larger ones use FFT. Crossover measured by scripts/benchmark_reblur.py
+# (CPU, 2 threads, 26 layers, crops 128-512): conv is faster up to K = 21-25 forward and with gradients to the layers;
+# with gradients to the kernels conv's backward is 5-10x slower from K = 5, so callers that train kernels pass
+# method='fft'.
+CONV_MAX_KERNEL = 21
 
 
 def _fast_len(n):
@@ -187,3 +189,42 @@ def render_layered(image, values, kernels, start, step, mode='normalized', norma
         kernels = kernels.index_select(kernels.dim() - 3, index)
     alphas = weights_to_alphas(weights) if mode == 'over' else weights
     return composite_layers(image, alphas, kernels, mode=mode, normalize=normalize, method=method)
+
+
+def srgb_to_linear(x):
+    """sRGB-encoded values in [0, 1] to linear light (IEC 61966-2-1), differentiable."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055)**2.4)
+
+
+def linear_to_srgb(x):
+    """Linear light in [0, 1] to sRGB encoding; the power branch is clamped so its gradient stays finite at 0."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308)**(1 / 2.4) - 0.055)
+
+
+def reblur_coc(image, coc, kernels, dp_kernels=None, linear_light=False, method='auto'):
+    """Stage-1 reblur ``g(AiF, CoC; kernels)``: layers by |CoC| at integer radii, 'normalized' compositing.
+
+    Args:
+        image (Tensor): (B, C, H, W) sharp image in [0, 1] (sRGB-encoded when ``linear_light``).
+        coc (Tensor): (B, 1, H, W) signed CoC radius in pixels (positive behind the focal plane).
+        kernels (Tensor): (R + 1, K, K) full-aperture kernels of the radii 0..R.
+        dp_kernels (Tensor | None): (2, 2R + 1, K, K) left/right kernels of the signed radii -R..R (e.g. from
+            :func:`defocusgan_plugin.ops.dp_split`); None skips the DP views.
+        linear_light (bool): Blur in linear light (decode sRGB before, encode after), as a lens does.
+        method (str): Convolution method, see :func:`blur_layers`.
+
+    Returns:
+        tuple[Tensor, Tensor | None]: The reblurred combined image (B, C, H, W) and the DP views (B, 2, C, H, W).
+    """
+    x = srgb_to_linear(image) if linear_light else image
+    combined = render_layered(x, coc.abs(), kernels, start=0.0, step=1.0, mode='normalized', method=method)
+    views = None
+    if dp_kernels is not None:
+        radius = (dp_kernels.shape[-3] - 1) // 2
+        views = render_layered(x, coc, dp_kernels, start=-float(radius), step=1.0, mode='normalized', method=method)
+    if linear_light:
+        combined = linear_to_srgb(combined)
+        views = None if views is None else linear_to_srgb(views)
+    return combined, views

@@ -1,0 +1,74 @@
+import torch
+from basicsr.utils import imwrite, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from os import path as osp
+
+from defocusgan_plugin.models.defocus_map_model import DefocusMapModel
+from defocusgan_plugin.ops.deconv import deconv_layered
+
+MAP_SOURCES = ('network', 'gt')
+METHOD_PARAMS = {'wiener': ('reg', ), 'rl': ('iterations', 'eps')}  # options of each deconvolution method
+
+
+@MODEL_REGISTRY.register()
+class DefocusDeconvModel(DefocusMapModel):
+    """Deblurring by non-blind, spatially varying deconvolution with the stage-1 map and learned kernels (test only).
+
+    The "defocus map + deconvolution" baseline of DefocusGAN's Table 3: the trained ``network_map`` estimates the CoC
+    map from the DP views, and the blurred combined image is deconvolved with the ``network_kernel`` kernels, one
+    deconvolution per integer radius blended by the map (:func:`defocusgan_plugin.ops.deconv.deconv_layered`).
+    Load both with ``path.pretrain_network_map`` / ``path.pretrain_network_kernel``.
+
+    Options (``deconv`` block):
+        method (str): 'wiener' (gradient-regularised Wiener) or 'rl' (Richardson-Lucy). Default: 'wiener'.
+        reg (float): Wiener prior weight. iterations (int): RL iterations. (Passed to the method.)
+        map_source (str): 'network' (default) or 'gt' - the dataset's ``defocus`` maps, an oracle upper bound.
+
+    Validation/test writes the deblurred image (``<name>_<suffix>.png``) and the colour-mapped map; image metrics
+    (``val.metrics``: PSNR/SSIM/MAE...) compare the deblurred image with ``gt``, the defocus-map metrics compare maps.
+    """
+
+    def __init__(self, opt):
+        if opt['is_train']:
+            raise ValueError('DefocusDeconvModel has no training: train DefocusMapModel, then test this model with '
+                             'path.pretrain_network_map and path.pretrain_network_kernel.')
+        super().__init__(opt)
+        self.deconv_opt = dict(opt.get('deconv') or {})
+        self.map_source = self.deconv_opt.pop('map_source', 'network')
+        if self.map_source not in MAP_SOURCES:
+            raise ValueError(f"deconv.map_source must be one of {MAP_SOURCES}, got {self.map_source!r}.")
+        self.method = self.deconv_opt.pop('method', 'wiener')
+        if self.method not in METHOD_PARAMS:
+            raise ValueError(f'deconv.method must be one of {tuple(METHOD_PARAMS)}, got {self.method!r}.')
+        unknown = sorted(set(self.deconv_opt) - set(METHOD_PARAMS[self.method]))
+        if unknown:
+            raise ValueError(f"deconv: unknown option(s) {unknown} for method '{self.method}'; it takes "
+                             f'{METHOD_PARAMS[self.method]}.')
+
+    def test(self):
+        if self.blurred is None:
+            raise KeyError('DefocusDeconvModel needs the blurred combined image (lq, or lq_c with input: dual).')
+        self.net_map.eval()
+        with torch.no_grad():
+            if self.map_source == 'gt':
+                if self.gt_map is None:
+                    raise KeyError("deconv.map_source is 'gt' but the dataset gives no defocus maps.")
+                self.output = self.gt_map
+            else:
+                self.output = self.net_map(self.lq)
+            self.reblurred = None  # the map model's reblur is not needed here
+            self.result = deconv_layered(self.blurred, self.output, self.net_kernel(), self.method,
+                                         linear_light=self.kernel_module.linear_light, **self.deconv_opt)
+        self.net_map.train()
+
+    def metric_inputs(self):
+        return None if self.gt is None else (self.result, self.gt)
+
+    def default_metrics(self):
+        return {}
+
+    visual_keys = ('result', 'blurred', 'gt', 'gt_map')
+
+    def save_visuals(self, img_name, tag, folder):
+        imwrite(tensor2img(self.result.cpu()), osp.join(folder, f'{img_name}_{tag}.png'))
+        super().save_visuals(img_name, tag, folder)

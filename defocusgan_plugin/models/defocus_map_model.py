@@ -1,0 +1,300 @@
+import cv2
+import numpy as np
+import os
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from collections import OrderedDict
+from os import path as osp
+
+from defocusgan_plugin.metrics.defocus_map_metric import DEFOCUS_MAP_METRICS
+from defocusgan_plugin.models.dp_base_model import DPBaseModel
+from defocusgan_plugin.ops.render import reblur_coc
+
+PHASES = ('network', 'kernel')
+
+
+def diverging_colormap(values, limit):
+    """Signed map -> BGR uint8 image: blue in front of the focal plane, white in focus, red behind it.
+
+    Args:
+        values (ndarray): HxW signed values.
+        limit (float): Value drawn at full saturation (larger magnitudes are clipped).
+
+    Returns:
+        ndarray: HxWx3 uint8 BGR.
+    """
+    t = np.clip(values / max(float(limit), 1e-6), -1.0, 1.0)[..., None]
+    white = np.ones(3)
+    red, blue = np.array([0.15, 0.15, 0.85]), np.array([0.85, 0.25, 0.15])  # BGR
+    rgb = np.where(t >= 0, white + t * (red - white), white - t * (blue - white))
+    return (rgb * 255.0 + 0.5).astype(np.uint8)
+
+
+def kernel_grid(kernels, cell_gap=1):
+    """Stack of kernels (N, K, K) -> one uint8 image, each kernel scaled to its own peak, in a near-square grid."""
+    num, size = kernels.shape[0], kernels.shape[-1]
+    cols = int(np.ceil(np.sqrt(num)))
+    rows = int(np.ceil(num / cols))
+    step = size + cell_gap
+    grid = np.zeros((rows * step - cell_gap, cols * step - cell_gap), dtype=np.float32)
+    for i, kernel in enumerate(kernels):
+        r, c = divmod(i, cols)
+        grid[r * step:r * step + size, c * step:c * step + size] = kernel / max(float(kernel.max()), 1e-12)
+    grid = cv2.resize(grid, None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST)
+    return cv2.applyColorMap((grid * 255.0 + 0.5).astype(np.uint8), cv2.COLORMAP_INFERNO)
+
+
+@MODEL_REGISTRY.register()
+class DefocusMapModel(DPBaseModel):
+    """DefocusGAN stage 1: unsupervised defocus-map estimation with a learnable blur kernel.
+
+    ``network_map`` (e.g. :class:`DefocusMapNet`) maps the dual-pixel views to a signed CoC map; ``network_kernel``
+    (:class:`LearnableBlurKernel`) holds one kernel per integer radius. No ground-truth map is used: the sharp image
+    ``gt`` reblurred by the map and the kernels (:func:`defocusgan_plugin.ops.render.reblur_coc`) must match the
+    captured blurred image, and the rendered DP views the captured ones (``train.reblur_opt``), plus a gradient prior
+    on the map (``train.prior_opt``, switched on after ``train.prior_start_iter``).
+
+    Phases (DefocusGAN): the network alone with the kernels fixed for ``train.phase_schedule.network_iters``, then
+    kernel-only and network-only phases of ``alternate_iters`` each, in turn (``alternate_iters: 0`` never trains the
+    kernels). The frozen part runs without gradients and its optimiser does not step, so it stays bit-identical.
+    Optimisers: ``train.optim_map`` and ``train.optim_kernel``; the phase is saved with the training state.
+
+    Validation writes per image a colour-mapped map (``*_map.png``; red behind, blue in front of the focal plane) and
+    the reblurred image (``*_reblur.png``), and the kernels as ``.npy`` and a PNG grid. Metrics (``val.metrics``):
+    the defocus-map metrics (``calculate_aiwe1``, ``calculate_aiwe2``, ``calculate_spearman_error``) compare the map
+    with the dataset's ``defocus`` map and are skipped without one; every other metric compares the reblurred image
+    with the captured one (the reblur PSNR ``reblur_psnr`` is always reported). At test time the signed maps are also
+    written as ``.npy`` to ``results/<name>/defocus_maps/<dataset>/`` (usable as ``dataroot_defocus``).
+    """
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        for key in ('network_map', 'network_kernel'):
+            if key not in opt:
+                raise KeyError(f'{self.__class__.__name__} needs the option block {key}.')
+        self.net_map = self.model_to_device(build_network(opt['network_map']))
+        self.net_kernel = self.model_to_device(build_network(opt['network_kernel']))
+        self.print_network(self.net_map)
+        self.print_network(self.net_kernel)
+        self.load_pretrained(self.net_map, 'map')
+        self.load_pretrained(self.net_kernel, 'kernel')
+        self.kernel_module = self.get_bare_model(self.net_kernel)
+        cap = getattr(self.get_bare_model(self.net_map), 'cap', None)
+        if cap is not None and cap > self.kernel_module.max_radius:
+            raise ValueError(f'network_map.cap ({cap}) exceeds network_kernel.max_radius '
+                             f'({self.kernel_module.max_radius}): every CoC the map can output needs a kernel.')
+        self.phase = None
+        if self.is_train:
+            self.init_training_settings()
+
+    # ------------------------------------------------------------------ training set-up
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.net_map.train()
+        self.net_kernel.train()
+        if 'reblur_opt' not in train_opt:
+            raise KeyError(f'{self.__class__.__name__} needs the option block train.reblur_opt '
+                           '(type: ReblurGeometricLoss).')
+        self.cri_reblur = build_loss(train_opt['reblur_opt']).to(self.device)
+        self.cri_prior = build_loss(train_opt['prior_opt']).to(self.device) if train_opt.get('prior_opt') else None
+        self.prior_start_iter = int(train_opt.get('prior_start_iter', 0))
+        schedule = train_opt.get('phase_schedule') or {}
+        self.network_iters = int(schedule.get('network_iters', 0))
+        self.alternate_iters = int(schedule.get('alternate_iters', 0))
+        if self.network_iters < 0 or self.alternate_iters < 0:
+            raise ValueError('train.phase_schedule: network_iters and alternate_iters must be >= 0, got '
+                             f'{self.network_iters} and {self.alternate_iters}.')
+        self.setup_optimizers()
+        if train_opt.get('scheduler'):
+            self.setup_schedulers()
+
+    def setup_optimizers(self):
+        train_opt = self.opt['train']
+        for label, net in (('map', self.net_map), ('kernel', self.net_kernel)):
+            key = f'optim_{label}'
+            if key not in train_opt:
+                raise KeyError(f'{self.__class__.__name__} needs the option block train.{key}.')
+            optim_opt = dict(train_opt[key])
+            optimizer = self.get_optimizer(optim_opt.pop('type'), net.parameters(), **optim_opt)
+            setattr(self, f'optimizer_{label}', optimizer)
+            self.optimizers.append(optimizer)
+
+    def phase_at(self, current_iter):
+        """'network' or 'kernel': which part trains at iteration ``current_iter`` (1-based)."""
+        after = current_iter - self.network_iters - 1
+        if after < 0 or self.alternate_iters == 0:
+            return 'network'
+        return PHASES[1 - (after // self.alternate_iters) % 2]
+
+    def extra_training_state(self):
+        return {'phase': self.phase, 'phase_schedule': [self.network_iters, self.alternate_iters]}
+
+    def load_extra_training_state(self, state):
+        self.phase = state.get('phase')
+        saved = state.get('phase_schedule')
+        if saved is not None and list(saved) != [self.network_iters, self.alternate_iters]:
+            get_root_logger().warning(f'Resuming with train.phase_schedule {self.network_iters}/{self.alternate_iters}'
+                                      f' (network_iters/alternate_iters) instead of the saved {saved[0]}/{saved[1]}; '
+                                      'the phase follows the new schedule.')
+
+    # ------------------------------------------------------------------ data and forward
+    def feed_data(self, data):
+        if 'lq_l' not in data or 'lq_r' not in data:
+            raise KeyError(f'{self.__class__.__name__} needs the dual-pixel views (lq_l, lq_r) from the dataset; use '
+                           'DPDDDataset with the {split}_l/{split}_r folders, or SyntheticDPDataset.')
+        left, right = data['lq_l'].to(self.device), data['lq_r'].to(self.device)
+        self.lq = torch.cat([left, right], dim=1)
+        self.views = torch.stack([left, right], dim=1)
+        blurred = data.get('lq_c', data['lq'])
+        self.blurred = blurred.to(self.device) if blurred.shape[1] == left.shape[1] else None
+        self.gt = data['gt'].to(self.device) if 'gt' in data else None
+        self.gt_map = data['defocus'].to(self.device) if 'defocus' in data else None
+
+    def reblur(self, defocus_map, kernels, views=False):
+        """Reblurs ``self.gt`` with a map and kernels; returns (combined, DP views or None)."""
+        dp = self.kernel_module.dp_kernels(kernels) if views else None
+        # conv2d's backward to its weights is far slower than FFT's (scripts/benchmark_reblur.py)
+        method = 'fft' if kernels.requires_grad else 'auto'
+        return reblur_coc(self.gt, defocus_map, kernels, dp, linear_light=self.kernel_module.linear_light,
+                          method=method)
+
+    def update_phase(self, current_iter):
+        phase = self.phase_at(current_iter)
+        if phase != self.phase:
+            frozen = 'kernels' if phase == 'network' else 'map network'
+            get_root_logger().info(f'Iteration {current_iter}: stage-1 phase {phase}-only ({frozen} frozen).')
+            self.phase = phase
+        return phase
+
+    def optimize_parameters(self, current_iter):
+        if self.gt is None or self.blurred is None:
+            raise KeyError(f'{self.__class__.__name__} trains on gt (sharp) and lq/lq_c (blurred combined) images.')
+        phase = self.update_phase(current_iter)
+        self.optimizer_map.zero_grad(set_to_none=True)
+        self.optimizer_kernel.zero_grad(set_to_none=True)
+        # The frozen part runs without autograd: no gradient can reach it, and DDP does not wait for one.
+        with torch.set_grad_enabled(phase == 'network'):
+            self.output = self.net_map(self.lq)
+        with torch.set_grad_enabled(phase == 'kernel'):
+            kernels = self.net_kernel()
+        self.reblurred, reblurred_views = self.reblur(self.output, kernels, views=self.cri_reblur.uses_views)
+
+        loss_dict = OrderedDict()
+        l_total = loss_dict['l_reblur'] = self.cri_reblur(self.reblurred, self.blurred, reblurred_views, self.views)
+        if phase == 'network' and self.cri_prior is not None and current_iter > self.prior_start_iter:
+            loss_dict['l_prior'] = self.cri_prior(self.output, self.gt)
+            l_total = l_total + loss_dict['l_prior']
+        l_total.backward()
+        net, optimizer = (self.net_map, self.optimizer_map) if phase == 'network' else (self.net_kernel,
+                                                                                       self.optimizer_kernel)
+        if self.step_is_finite(loss_dict, [net], current_iter):
+            optimizer.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+
+    def test(self):
+        self.net_map.eval()
+        with torch.no_grad():
+            self.output = self.net_map(self.lq)
+            self.reblurred = self.reblur(self.output, self.net_kernel())[0] if self.gt is not None else None
+        self.net_map.train()
+
+    # ------------------------------------------------------------------ validation
+    def metric_inputs(self):
+        """(prediction, reference) images for the image metrics: the reblurred vs the captured blurred image."""
+        if self.reblurred is None or self.blurred is None:
+            return None
+        return self.reblurred, self.blurred
+
+    def default_metrics(self):
+        """Image metrics reported even when ``val.metrics`` has none."""
+        return {'reblur_psnr': {'type': 'calculate_dpdd_psnr'}}
+
+    def save_visuals(self, img_name, tag, folder):
+        """Writes the colour-mapped map and the reblurred image of the current sample."""
+        limit = (self.opt.get('val') or {}).get('map_range') or getattr(self.get_bare_model(self.net_map), 'cap', 1)
+        out_map = self.output[0, 0].detach().cpu().numpy()
+        imwrite(diverging_colormap(out_map, limit), osp.join(folder, f'{img_name}_{tag}_map.png'))
+        if self.reblurred is not None:
+            imwrite(tensor2img(self.reblurred.detach().cpu()), osp.join(folder, f'{img_name}_{tag}_reblur.png'))
+
+    def save_kernels(self, tag):
+        """Writes the current kernels as ``kernels/kernels_<tag>.npy`` (R + 1, K, K) and a PNG grid."""
+        with torch.no_grad():
+            kernels = self.net_kernel().cpu().numpy()
+        folder = osp.join(self.opt['path']['visualization'], 'kernels')
+        os.makedirs(folder, exist_ok=True)
+        np.save(osp.join(folder, f'kernels_{tag}.npy'), kernels)
+        imwrite(kernel_grid(kernels), osp.join(folder, f'kernels_{tag}.png'))
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset_name = dataloader.dataset.opt['name']
+        val_opt = self.opt.get('val') or {}
+        metrics = dict(val_opt.get('metrics') or {})
+        if not any(m['type'] not in DEFOCUS_MAP_METRICS for m in metrics.values()):
+            metrics.update(self.default_metrics())
+        sums, counts = dict.fromkeys(metrics, 0.0), dict.fromkeys(metrics, 0)
+        tag = current_iter if self.opt['is_train'] else (val_opt.get('suffix') or self.opt['name'])
+        for val_data in dataloader:
+            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
+            self.feed_data(val_data)
+            self.test()
+            pair = self.metric_inputs()
+            images = None if pair is None else dict(img=tensor2img(pair[0].cpu()), img2=tensor2img(pair[1].cpu()))
+            maps = None if self.gt_map is None else dict(img=self.output[0, 0].cpu(), img2=self.gt_map[0, 0].cpu())
+            for name, metric_opt in metrics.items():
+                data = maps if metric_opt['type'] in DEFOCUS_MAP_METRICS else images
+                if data is not None:
+                    sums[name] += calculate_metric(data, metric_opt)
+                    counts[name] += 1
+            if save_img:
+                folder = osp.join(self.opt['path']['visualization'], img_name if self.opt['is_train'] else
+                                  dataset_name)
+                self.save_visuals(img_name, tag, folder)
+                if not self.opt['is_train']:
+                    maps = osp.join(osp.dirname(self.opt['path']['visualization']), 'defocus_maps', dataset_name)
+                    os.makedirs(maps, exist_ok=True)
+                    np.save(osp.join(maps, f'{img_name}.npy'), self.output[0, 0].cpu().numpy())
+        self.save_kernels(tag)
+        skipped = [name for name, count in counts.items() if count == 0]
+        if skipped:
+            get_root_logger().info(f'Validation {dataset_name}: no data for {", ".join(skipped)} (defocus-map metrics '
+                                   'need the dataset\'s defocus maps; image metrics need gt and the blurred image).')
+        self.metric_results = {name: sums[name] / counts[name] for name in metrics if counts[name]}
+        if not self.metric_results:
+            return
+        self._init_best(dataset_name, metrics)
+        for name, value in self.metric_results.items():
+            self._update_best_metric_result(dataset_name, name, value, current_iter)
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _init_best(self, dataset_name, metrics):
+        if not hasattr(self, 'best_metric_results'):
+            self.best_metric_results = {}
+        record = self.best_metric_results.setdefault(dataset_name, {})
+        for name, metric_opt in metrics.items():
+            better = metric_opt.get('better', 'lower' if metric_opt['type'] in DEFOCUS_MAP_METRICS else 'higher')
+            record.setdefault(name, dict(better=better, val=float('-inf') if better == 'higher' else float('inf'),
+                                         iter=-1))
+
+    dist_validation = SRModel.dist_validation
+    _log_validation_metric_values = SRModel._log_validation_metric_values
+
+    visual_keys = ('reblurred', 'blurred', 'gt', 'gt_map')
+
+    def get_current_visuals(self):
+        out = OrderedDict(map=self.output.detach().cpu())
+        for key in self.visual_keys:
+            value = getattr(self, key, None)
+            if value is not None:
+                out[key] = value.detach().cpu()
+        return out
+
+    def save(self, epoch, current_iter):
+        self.save_network(self.net_map, 'net_map', current_iter)
+        self.save_network(self.net_kernel, 'net_kernel', current_iter)
+        self.save_training_state(epoch, current_iter)

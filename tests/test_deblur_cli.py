@@ -1,0 +1,133 @@
+"""The defocusgan-deblur command: bit depth in = bit depth out, folders, tiling without seams, clear errors."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import run_python
+from test_defocusgan import one_thread  # noqa: F401  (autouse: one CPU thread for tiny tensors)
+from defocusgan_plugin.archs.defocusgan_arch import DefocusGANGenerator
+from defocusgan_plugin.deblur import deblur_tensor, main
+
+NET = {'type': 'DefocusGANGenerator', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': [8, 8, 8]}
+
+
+def _generator(mean_residual=0.03):
+    """A small generator with random weights whose correction has a trained network's size (the real one starts as
+    the identity): the mean |output - input| on a test image is ``mean_residual``."""
+    torch.manual_seed(0)
+    net = DefocusGANGenerator(**{k: v for k, v in NET.items() if k != 'type'}).eval()
+    torch.nn.init.normal_(net.conv_last.weight, std=0.02)
+    x = torch.rand(1, 3, 48, 48)
+    with torch.no_grad():
+        scale = mean_residual / (net(x) - x).abs().mean().item()
+        net.conv_last.weight.mul_(scale)
+        net.conv_last.bias.mul_(scale)
+    return net
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    """(checkpoint, option file, network) of a small generator in BasicSR's checkpoint format."""
+    folder = tmp_path_factory.mktemp('weights')
+    net = _generator()
+    torch.save({'params': net.state_dict()}, folder / 'net_g.pth')
+    with open(folder / 'train.yml', 'w') as f:
+        yaml.safe_dump({'network_g': NET}, f)
+    return str(folder / 'net_g.pth'), str(folder / 'train.yml'), net
+
+
+@pytest.fixture(scope='module')
+def photo(synthetic_root):
+    """A blurred test image of the synthetic set (16-bit BGR, 96 px on the longer side)."""
+    return cv2.imread(str(sorted((synthetic_root / 'test_c' / 'source').glob('*.png'))[0]), cv2.IMREAD_UNCHANGED)
+
+
+def _run(args, weights):
+    return main([*args, '--weights', weights[0], '--opt', weights[1], '--device', 'cpu'])
+
+
+@pytest.mark.parametrize('dtype, ext', [(np.uint8, '.png'), (np.uint16, '.png'), (np.uint8, '.jpg')])
+def test_round_trip_keeps_bit_depth_size_and_matches_the_network(tmp_path, weights, photo, dtype, ext):
+    img = (photo // 257).astype(np.uint8) if dtype == np.uint8 else photo
+    src = tmp_path / f'blurred{ext}'
+    cv2.imwrite(str(src), img)
+    _run([str(src), '-o', str(tmp_path / 'out')], weights)
+    out = cv2.imread(str(tmp_path / 'out' / src.name), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == dtype and out.shape == img.shape
+    # the file holds the network's result for the decoded input, quantised to the input's depth
+    peak = 255.0 if dtype == np.uint8 else 65535.0
+    decoded = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)[..., ::-1] / peak
+    x = torch.from_numpy(decoded.transpose(2, 0, 1).astype(np.float32).copy())[None]
+    expected = deblur_tensor(weights[2], x)[0].clamp(0, 1).numpy().transpose(1, 2, 0)[..., ::-1] * peak
+    tolerance = 6 if ext == '.jpg' else 1  # JPEG re-encodes lossily
+    assert np.abs(out.astype(np.float64) - expected).mean() < tolerance
+    assert np.abs(out.astype(np.float64) - img).mean() > 0.015 * peak  # and the network did change the image
+    if dtype == np.uint16:
+        assert np.any(out % 257)  # real 16-bit values, not 8-bit ones scaled up
+
+
+def test_gray_stays_gray_and_folders_keep_their_layout(tmp_path, weights, photo):
+    (tmp_path / 'in' / 'sub').mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / 'in' / 'a.png'), photo)
+    cv2.imwrite(str(tmp_path / 'in' / 'sub' / 'gray.png'), cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))
+    (tmp_path / 'in' / 'notes.txt').write_text('not an image')
+    _run([str(tmp_path / 'in'), '-o', str(tmp_path / 'out')], weights)
+    assert cv2.imread(str(tmp_path / 'out' / 'a.png'), cv2.IMREAD_UNCHANGED).shape == photo.shape
+    gray = cv2.imread(str(tmp_path / 'out' / 'sub' / 'gray.png'), cv2.IMREAD_UNCHANGED)
+    assert gray.shape == photo.shape[:2] and gray.dtype == np.uint16
+    assert not (tmp_path / 'out' / 'notes.txt').exists()
+
+
+def test_tiled_equals_whole_image_above_45_db(tmp_path, weights, photo):
+    # a larger test image: the synthetic photo tiled 2 x 2 (192 x 256 px), 64 px tiles with 32 px overlaps
+    big = np.concatenate([np.concatenate([photo, photo[:, ::-1]], 1)] * 2, 0)
+    src = tmp_path / 'big.png'
+    cv2.imwrite(str(src), big)
+    _run([str(src), '-o', str(tmp_path / 'whole')], weights)
+    _run([str(src), '-o', str(tmp_path / 'tiled'), '--tile', '64', '--tile-overlap', '32'], weights)
+    whole = cv2.imread(str(tmp_path / 'whole' / 'big.png'), cv2.IMREAD_UNCHANGED) / 65535.0
+    tiled = cv2.imread(str(tmp_path / 'tiled' / 'big.png'), cv2.IMREAD_UNCHANGED) / 65535.0
+    psnr = 10 * math.log10(1.0 / np.mean((whole - tiled)**2))
+    assert 45 < psnr < 200, psnr  # close, yet really computed in tiles
+    # without overlap the seams show
+    _run([str(src), '-o', str(tmp_path / 'seams'), '--tile', '64', '--tile-overlap', '0'], weights)
+    seams = cv2.imread(str(tmp_path / 'seams' / 'big.png'), cv2.IMREAD_UNCHANGED) / 65535.0
+    assert 10 * math.log10(1.0 / np.mean((whole - seams)**2)) < psnr - 6
+
+
+def test_default_architecture_and_console_entry(tmp_path, photo):
+    torch.manual_seed(0)
+    torch.save({'params_ema': DefocusGANGenerator().state_dict(), 'params': {}}, tmp_path / 'net_g.pth')
+    cv2.imwrite(str(tmp_path / 'x.png'), photo[:40, :48])
+    proc = run_python(['-m', 'defocusgan_plugin.deblur', str(tmp_path / 'x.png'), '-o', str(tmp_path / 'out'),
+                       '--weights', str(tmp_path / 'net_g.pth'), '--half'], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '--half needs a CUDA device' in proc.stderr  # said, then run in fp32
+    out = cv2.imread(str(tmp_path / 'out' / 'x.png'), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint16 and np.array_equal(out, photo[:40, :48])  # params_ema used: an identity at init
+
+
+def test_clear_errors(tmp_path, weights, photo, capsys):
+    cv2.imwrite(str(tmp_path / 'x.png'), photo)
+
+    def error(args):
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+        assert exc.value.code == 2
+        return capsys.readouterr().err
+
+    assert 'Input not found' in error([str(tmp_path / 'nope.png'), '-o', str(tmp_path), '--weights', weights[0]])
+    assert 'overwrite an input' in error([str(tmp_path / 'x.png'), '-o', str(tmp_path), '--weights', weights[0],
+                                          '--opt', weights[1]])
+    msg = error([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--weights', weights[0]])
+    assert 'does not match DefocusGANGenerator' in msg and '--opt' in msg  # small weights, default arch
+    assert 'Checkpoint not found' in error([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--weights',
+                                            str(tmp_path / 'none.pth')])
+    assert 'tile-overlap' in error([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--weights', weights[0],
+                                    '--opt', weights[1], '--tile', '32', '--tile-overlap', '32'])
+    assert "no 'params_ema' entry" in error([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--weights',
+                                             weights[0], '--opt', weights[1], '--param-key', 'params_ema'])

@@ -1,0 +1,328 @@
+"""Stage 1: learnable blur kernel, defocus-map network, reblur loss, phases, map metrics, deconvolution path."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from basicsr.models import build_model
+
+from conftest import FAST, load_options, run_python, run_test, run_train, tiny_options
+from defocusgan_plugin.archs.blur_kernel_arch import LearnableBlurKernel
+from defocusgan_plugin.archs.defocus_map_arch import DefocusMapNet, view_correlation
+from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, synthesize_dp
+from defocusgan_plugin.losses.map_gradient_loss import MapGradientPriorLoss
+from defocusgan_plugin.losses.reblur_loss import ReblurGeometricLoss
+from defocusgan_plugin.metrics.defocus_map_metric import (calculate_aiwe1, calculate_aiwe2,
+                                                          calculate_spearman_error)
+from defocusgan_plugin.ops.deconv import deconv_layered
+from defocusgan_plugin.ops.render import reblur_coc
+
+SYNTH_PSF = {k: v for k, v in DEFAULT_PSF.items() if k in ('order', 'cutoff', 'beta', 'sigma')}
+
+
+def psnr(a, b):
+    return float(10 * torch.log10(1.0 / ((a - b)**2).mean()))
+
+
+@pytest.fixture(scope='module')
+def scene():
+    """A 48 px textured crop rendered by the synthesiser with a near (-3 px) left half and a far (+3 px) right half."""
+    import skimage.data
+    image = cv2.resize(skimage.data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA)[70:118, 60:108]
+    xx = np.mgrid[0:48, 0:48][1]
+    coc = np.where(xx < 24, -3.0, 3.0).astype(np.float32)
+    views = synthesize_dp(image.astype(np.float32) / 255.0, coc, rng=None)
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None] for k, v in views.items() if k != 'coc'}
+    return dict(gt=t['target'], lq_c=t['combined'], lq_l=t['left'], lq_r=t['right'], lq=torch.cat([t['left'],
+                t['right']], 1), defocus=torch.from_numpy(coc)[None, None], lq_path=['synthetic/scene.png'])
+
+
+def model_options(tmp_path, network_iters=2, alternate_iters=2, lr=2e-3):
+    return {
+        'name': 'unit', 'model_type': 'DefocusMapModel', 'num_gpu': 0, 'dist': False, 'is_train': True, 'rank': 0,
+        'world_size': 1, 'path': {'models': str(tmp_path), 'training_states': str(tmp_path),
+                                  'visualization': str(tmp_path / 'visualization')},
+        'network_map': dict(type='DefocusMapNet', cap=5, num_feat=16, num_level=2, num_block=1, corr_disp=3,
+                            corr_window=7),
+        'network_kernel': dict(type='LearnableBlurKernel', max_radius=5, **SYNTH_PSF),
+        'train': dict(optim_map=dict(type='Adam', lr=lr), optim_kernel=dict(type='Adam', lr=1e-2),
+                      reblur_opt=dict(type='ReblurGeometricLoss', loss_weight=1000.0, crop_border=3),
+                      prior_opt=dict(type='MapGradientPriorLoss', loss_weight=1e-3),
+                      phase_schedule=dict(network_iters=network_iters, alternate_iters=alternate_iters)),
+    }
+
+
+# ---------------------------------------------------------------------- kernels
+def test_kernel_initialisation_is_a_normalised_symmetric_band_stop_disk():
+    kernels = LearnableBlurKernel(max_radius=8)().detach()
+    size = kernels.shape[-1]
+    c = size // 2
+    assert kernels.shape == (9, 17, 17)
+    assert kernels[0, c, c] == 1 and kernels[0].sum() == 1  # radius 0: identity
+    assert torch.allclose(kernels.sum((-2, -1)), torch.ones(9)) and (kernels >= 0).all()
+    for kernel in kernels:
+        assert torch.allclose(kernel, kernel.flip(-1)) and torch.allclose(kernel, kernel.flip(-2))
+        assert torch.allclose(kernel, kernel.T)
+    for r in range(3, 9):  # Butterworth high-pass: darker centre than the ring just inside the rim
+        assert kernels[r, c, c] < 0.5 * kernels[r, c, c + r - 1]
+    assert kernels[4, c, c + 4 + 3:].max() < 1e-4 * kernels[4].max()  # nothing beyond the smoothed rim
+
+
+def test_kernels_stay_valid_while_learning():
+    module = LearnableBlurKernel(max_radius=4)
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.5)
+    target = torch.rand(5, 9, 9)
+    for _ in range(20):
+        loss = -(module() * target).sum()  # pushes mass towards random pixels, far from a disk
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    kernels = module().detach()
+    assert (kernels >= 0).all() and torch.allclose(kernels.sum((-2, -1)), torch.ones(5))
+    assert kernels[0, 4, 4] == 1
+    assert list(module.state_dict()) == ['logits']  # what net_kernel_<iter>.pth holds under 'params'
+
+
+def test_dp_kernels_split_and_swap_with_the_sign():
+    module = LearnableBlurKernel(max_radius=5)
+    dp = module.dp_kernels().detach()
+    radii = module.signed_radii()
+    assert dp.shape == (2, 11, 11, 11) and radii.tolist() == list(range(-5, 6))
+    assert torch.allclose(dp.sum((-2, -1)), torch.ones(2, 11))
+    x = torch.arange(11.0) - 5
+    centroid = (dp.sum(-2) * x).sum(-1)  # horizontal centroid of each (view, radius)
+    assert (centroid[0, 6:] > 0.3).all() and (centroid[1, 6:] < -0.3).all()  # behind: left view shifted right
+    assert torch.allclose(dp[0, 5 - 3], dp[1, 5 + 3]) and torch.allclose(dp[0, 5 + 3], dp[0, 5 + 3].flip(-1).flip(-1))
+    assert torch.allclose(dp[0, 5 + 3], dp[1, 5 + 3].flip(-1), atol=1e-6)  # right view = mirror of the left
+    assert dp[0, 5, 5, 5] == 1 and dp[1, 5, 5, 5] == 1
+
+
+# ---------------------------------------------------------------------- reblur and losses
+def test_reblur_with_gt_map_reproduces_the_synthetic_capture(scene):
+    module = LearnableBlurKernel(max_radius=4, **SYNTH_PSF)
+    with torch.no_grad():
+        kernels = module()
+        combined, views = reblur_coc(scene['gt'], scene['defocus'], kernels, module.dp_kernels(kernels), True)
+    inner = (..., slice(4, -4), slice(4, -4))  # away from the reflect-padded borders
+    assert psnr(combined[inner], scene['lq_c'][inner]) > 35
+    assert psnr(views[:, 0][inner], scene['lq_l'][inner]) > 33 and psnr(views[:, 1][inner], scene['lq_r'][inner]) > 33
+    assert psnr(scene['gt'][inner], scene['lq_c'][inner]) < 27  # the blur is real
+    swapped = reblur_coc(scene['gt'], -scene['defocus'], kernels, module.dp_kernels(kernels), True)[1]
+    assert psnr(swapped[:, 0][inner], scene['lq_l'][inner]) < 30  # the views do see the sign
+
+
+def test_gradients_reach_map_and_kernels(scene):
+    module = LearnableBlurKernel(max_radius=4)
+    coc = (scene['defocus'] * 0.8).requires_grad_()
+    kernels = module()
+    combined, views = reblur_coc(scene['gt'], coc, kernels, module.dp_kernels(kernels), True)
+    loss = ReblurGeometricLoss(view_weight=1.0)(combined, scene['lq_c'], views, torch.stack([scene['lq_l'],
+                                                                                              scene['lq_r']], 1))
+    loss = loss + MapGradientPriorLoss(edge_weight=5.0)(coc, scene['gt'])
+    loss.backward()
+    assert coc.grad.abs().sum() > 0 and torch.isfinite(coc.grad).all()
+    grad = module.logits.grad.abs().sum((-2, -1))
+    assert (grad[1:3] > 0).all() and grad[0] == 0 and grad[3] == 0  # |map| = 2.4 px: radii 2 and 3 only
+
+
+def test_view_difference_term_removes_the_wrong_sign_minimum(scene):
+    """Along the path from the mirrored map (-GT) to the true one the loss must fall monotonically."""
+    module = LearnableBlurKernel(max_radius=4, **SYNTH_PSF)
+    captured = torch.stack([scene['lq_l'], scene['lq_r']], 1)
+
+    def losses(criterion):
+        out = []
+        for s in torch.linspace(-1, 1, 9):
+            with torch.no_grad():
+                kernels = module()
+                c, v = reblur_coc(scene['gt'], s * scene['defocus'], kernels, module.dp_kernels(kernels), True)
+                out.append(float(criterion(c, scene['lq_c'], v, captured)))
+        return np.array(out)
+
+    with_diff = losses(ReblurGeometricLoss(crop_border=4))  # default: diff_weight 5
+    views_only = losses(ReblurGeometricLoss(view_weight=1.0, diff_weight=0.0, crop_border=4))
+    assert (np.diff(with_diff) < 0).all()
+    assert views_only[0] < views_only[4]  # per-view L1 alone: the wrong sign beats no blur (a local minimum)
+
+
+def test_gradient_prior_reductions_and_edge_awareness():
+    ramp = torch.arange(8.0).view(1, 1, 1, 8).expand(1, 1, 4, 8)
+    assert MapGradientPriorLoss(reduction='sum')(ramp) == 4 * 7
+    assert MapGradientPriorLoss()(ramp) == 1.0
+    edge = torch.zeros(1, 3, 4, 8)
+    edge[..., 4:] = 1.0  # an image edge where the map jumps
+    step = (edge[:, :1] * 5.0)
+    assert MapGradientPriorLoss(edge_weight=10.0)(step, edge) < 1e-3 * MapGradientPriorLoss()(step, edge)
+    with pytest.raises(ValueError, match='reduction'):
+        MapGradientPriorLoss(reduction='none')
+
+
+# ---------------------------------------------------------------------- network
+def test_map_network_any_size_bounded_and_small():
+    net = DefocusMapNet(cap=25.0)
+    assert sum(p.numel() for p in net.parameters()) <= 3_000_000
+    out = net(torch.rand(2, 6, 37, 53))
+    assert out.shape == (2, 1, 37, 53)
+    with torch.no_grad():
+        net.conv_last.bias.fill_(1e4)  # far into saturation
+    out = net(torch.rand(1, 6, 16, 16))
+    assert (out.abs() <= 25).all() and out.min() > 24.9  # float32 rounds the soft clip to the cap itself
+    out.sum().backward()
+    assert net.conv_last.bias.grad.abs() > 0  # a saturated map can still be pulled back (tanh gives exactly 0)
+
+
+def test_view_correlation_peaks_at_the_shift_with_its_sign():
+    left = torch.rand(1, 3, 24, 40)
+    right = left.roll(-2, dims=-1)  # left(x) = right(x - 2): disparity +2
+    corr = view_correlation(left, right, max_disp=4, window=7)[..., 6:-6, 6:-6]
+    assert corr.shape[1] == 9
+    assert (corr.mean((-2, -1)).argmax(1) == 4 + 2).all()
+    assert corr.max() <= 1.0 + 1e-4
+
+
+# ---------------------------------------------------------------------- metrics
+def test_map_metrics_are_affine_invariant_and_robust():
+    rng = np.random.default_rng(0)
+    gt = rng.normal(size=(32, 32))
+    for metric in (calculate_aiwe1, calculate_aiwe2, calculate_spearman_error):
+        assert metric(-3.0 * gt + 2.0, gt) < 1e-6  # scale, offset and sign do not matter
+        assert metric(torch.from_numpy(gt)[None, None], gt[..., None]) < 1e-6  # tensors and shapes
+    assert calculate_aiwe2(np.zeros_like(gt), gt) == pytest.approx(gt.std())
+    assert calculate_spearman_error(np.zeros_like(gt), gt) == 1.0
+    assert calculate_spearman_error(np.exp(gt), gt) < 1e-9  # rank-based
+    # AIWE(1) is the L1-optimal affine fit: compare with a brute-force search on a noisy, outlier-ridden map
+    pred = 0.5 * gt + 0.1 * rng.normal(size=gt.shape)
+    target = gt.copy()
+    target.flat[::10] += 20.0  # 10 % gross errors
+    brute = min(np.abs(target - a * pred - b).mean() for a in np.linspace(1.6, 2.2, 121)
+                for b in np.linspace(-0.3, 0.3, 121))
+    least_squares = np.polyfit(pred.ravel(), target.ravel(), 1)
+    assert calculate_aiwe1(pred, target) < 1.02 * brute  # 5 reweighting iterations, as Garg et al.
+    assert calculate_aiwe1(pred, target, iterations=30) < 1.002 * brute
+    assert calculate_aiwe1(pred, target) < 0.9 * np.abs(target - np.polyval(least_squares, pred)).mean()
+    weight = np.ones_like(gt)
+    weight.flat[::10] = 0  # zero confidence on the gross errors
+    assert calculate_aiwe2(pred, target, weight=weight) < 0.25 < 0.1 * calculate_aiwe2(pred, target)
+    with pytest.raises(ValueError, match='sizes differ'):
+        calculate_aiwe1(gt, gt[:10])
+
+
+# ---------------------------------------------------------------------- deconvolution
+@pytest.mark.parametrize('method,kwargs', [('wiener', dict(reg=1e-2)), ('rl', dict(iterations=30))])
+def test_deconvolution_inverts_the_layered_blur(scene, method, kwargs):
+    kernels = LearnableBlurKernel(max_radius=4, linear_light=False)().detach()
+    coc = torch.full_like(scene['defocus'], 3.0)
+    blurred = reblur_coc(scene['gt'], coc, kernels)[0]
+    sharp = deconv_layered(blurred, coc, kernels, method, **kwargs)
+    inner = (..., slice(6, -6), slice(6, -6))
+    assert psnr(sharp[inner], scene['gt'][inner]) > psnr(blurred[inner], scene['gt'][inner]) + 3
+    assert torch.equal(deconv_layered(blurred, torch.zeros_like(coc), kernels, method), blurred)  # in focus
+
+
+# ---------------------------------------------------------------------- model
+def test_phase_schedule_and_frozen_parts_stay_bit_identical(tmp_path, scene):
+    model = build_model(model_options(tmp_path))
+    assert [model.phase_at(i) for i in range(1, 8)] == ['network'] * 2 + ['kernel'] * 2 + ['network'] * 2 + ['kernel']
+    model.feed_data(scene)
+
+    def snapshot():
+        return ({k: v.clone() for k, v in model.net_map.state_dict().items()},
+                {k: v.clone() for k, v in model.net_kernel.state_dict().items()})
+
+    for it, trained in ((1, 'map'), (3, 'kernel'), (4, 'kernel'), (5, 'map')):
+        before_map, before_kernel = snapshot()
+        model.optimize_parameters(it)
+        after_map, after_kernel = snapshot()
+        frozen, changed = ((before_kernel, after_kernel), (before_map, after_map)) if trained == 'map' else \
+            ((before_map, after_map), (before_kernel, after_kernel))
+        assert all(torch.equal(frozen[0][k], frozen[1][k]) for k in frozen[0]), f'iteration {it}'
+        assert any(not torch.equal(changed[0][k], changed[1][k]) for k in changed[0]), f'iteration {it}'
+    assert 'l_prior' in model.get_current_log()
+    model.load_extra_training_state({'phase': 'kernel', 'phase_schedule': [2, 2]})
+    assert model.phase == 'kernel'
+
+
+def test_short_training_reduces_loss_and_finds_the_sign(tmp_path, scene):
+    torch.manual_seed(0)
+    model = build_model(model_options(tmp_path, network_iters=1000, alternate_iters=0, lr=3e-3))
+    model.feed_data(scene)
+    losses = []
+    for it in range(1, 61):
+        model.optimize_parameters(it)
+        losses.append(model.get_current_log()['l_reblur'])
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    model.test()
+    gt = scene['defocus']
+    confident = gt.abs() > 1.5
+    agree = (torch.sign(model.output) == torch.sign(gt))[confident].float().mean()
+    assert agree > 0.85, f'sign agrees on {agree:.0%} of the pixels'
+
+
+def test_model_rejects_inconsistent_options(tmp_path):
+    opt = model_options(tmp_path)
+    opt['network_map']['cap'] = 8  # larger than the kernels' max_radius 5
+    with pytest.raises(ValueError, match='max_radius'):
+        build_model(opt)
+    opt = model_options(tmp_path)
+    del opt['train']['reblur_opt']
+    with pytest.raises(KeyError, match='reblur_opt'):
+        build_model(opt)
+
+
+# ---------------------------------------------------------------------- entry points
+TINY = dict(FAST, **{
+    'datasets:train:gt_size': 32, 'network_map:cap': 5, 'network_map:num_feat': 8, 'network_map:num_level': 2,
+    'network_map:corr_disp': 3, 'network_kernel:max_radius': 5, 'train:phase_schedule:network_iters': 1,
+    'train:phase_schedule:alternate_iters': 1, 'train:reblur_opt:crop_border': 2, 'train:prior_start_iter': 0})
+TEST_NETS = {k: v for k, v in TINY.items() if k.startswith('network_')}
+
+
+def test_train_resume_test_and_deconvolve_through_basicsr(tmp_path, synthetic_root):
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    straight.mkdir(), resumed.mkdir()
+    over = dict(TINY, **{'train:total_iter': 4, 'val:val_freq': 2})
+    model = run_train(tiny_options('train_defocus_map_synthetic.yml', straight, synthetic_root, over), straight)
+    exp = straight / 'experiments' / 'defocus_map_synthetic'
+    for label in ('net_map', 'net_kernel'):
+        assert (exp / 'models' / f'{label}_4.pth').is_file() and (exp / 'models' / f'{label}_latest.pth').is_file()
+    vis = exp / 'visualization'
+    assert len(list(vis.glob('*/*_2_map.png'))) == 5 and len(list(vis.glob('*/*_2_reblur.png'))) == 5
+    kernels = np.load(vis / 'kernels' / 'kernels_2.npy')
+    assert kernels.shape == (6, 11, 11) and (vis / 'kernels' / 'kernels_2.png').is_file()
+    assert set(model.metric_results) == {'reblur_psnr', 'aiwe1', 'aiwe2', 'spearman'}
+    assert model.phase == 'kernel'  # iterations 1 network, 2 kernel, 3 network, 4 kernel
+
+    # 2 iterations + resume + 2 more == 4 straight (both networks, and the phase comes back)
+    half = tiny_options('train_defocus_map_synthetic.yml', resumed, synthetic_root, dict(over, **{
+        'train:total_iter': 2}))
+    run_train(half, resumed)
+    model = run_train(tiny_options('train_defocus_map_synthetic.yml', resumed, synthetic_root, over), resumed,
+                      '--auto_resume')
+    assert model.phase == 'kernel'
+    for label in ('net_map', 'net_kernel'):
+        a = torch.load(exp / 'models' / f'{label}_4.pth', weights_only=True)['params']
+        b = torch.load(resumed / 'experiments' / 'defocus_map_synthetic' / 'models' / f'{label}_4.pth',
+                       weights_only=True)['params']
+        assert all(torch.equal(a[k], b[k]) for k in a), label
+
+    # test: maps (PNG + .npy usable as dataroot_defocus) and map metrics
+    weights = {'path:pretrain_network_map': str(exp / 'models' / 'net_map_latest.pth'),
+               'path:pretrain_network_kernel': str(exp / 'models' / 'net_kernel_latest.pth')}
+    test_opt = tiny_options('test_defocus_map_synthetic.yml', straight, synthetic_root, dict(TEST_NETS, **weights))
+    run_test(test_opt, straight)
+    results = straight / 'results' / 'defocus_map_synthetic'
+    assert len(list((results / 'visualization' / 'SyntheticDPDD_test').glob('*_map.png'))) == 5
+    maps = sorted((results / 'defocus_maps' / 'SyntheticDPDD_test').glob('*.npy'))
+    assert [p.name for p in maps] == sorted(p.name for p in (synthetic_root / 'test_defocus').glob('*.npy'))
+
+    # deconvolution through BasicSR's own test pipeline (the plugin is found by the start-up hook)
+    deconv_opt = tiny_options('test_defocus_deconv_synthetic.yml', straight, synthetic_root,
+                              dict(TEST_NETS, **weights))
+    code = ('import sys; from basicsr.test import test_pipeline; '
+            f'sys.argv[1:] = ["-opt", {str(deconv_opt)!r}]; test_pipeline({str(straight)!r})')
+    proc = run_python(['-c', code], straight)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    name = load_options(deconv_opt)['name']
+    deblurred = list((straight / 'results' / name / 'visualization' / 'SyntheticDPDD_test').glob('*.png'))
+    assert len([p for p in deblurred if not p.name.endswith('_map.png')]) == 5
+    log = next((straight / 'results' / name).glob('test_*.log')).read_text()
+    assert all(f'# {metric}:' in log for metric in ('psnr', 'ssim', 'mae'))
