@@ -62,8 +62,12 @@ def create_train_val_dataloader(opt, logger):
             train_sampler = ResumableSampler(train_set, opt['world_size'], opt['rank'], enlarge)
             train_loader = build_dataloader(train_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
                                             sampler=train_sampler, seed=opt['manual_seed'])
-            batch = dataset_opt['batch_size_per_gpu'] * opt['world_size']
-            iters_per_epoch = math.ceil(len(train_set) * enlarge / batch)
+            # BasicSR's train loader drops the last incomplete batch: count what it really yields
+            iters_per_epoch = len(train_loader)
+            if iters_per_epoch == 0:
+                raise ValueError(f"datasets.train: {len(train_set)} images x dataset_enlarge_ratio {enlarge} make no "
+                                 f"full batch of batch_size_per_gpu {dataset_opt['batch_size_per_gpu']} x "
+                                 f"{opt['world_size']} processes; lower the batch size or raise the ratio.")
             total_iters = int(opt['train']['total_iter'])
             total_epochs = math.ceil(total_iters / iters_per_epoch)
             logger.info(f'Training statistics:\n\tNumber of train images: {len(train_set)}\n\tDataset enlarge ratio: '

@@ -91,7 +91,7 @@ def test_dp_kernels_split_and_swap_with_the_sign():
     x = torch.arange(11.0) - 5
     centroid = (dp.sum(-2) * x).sum(-1)  # horizontal centroid of each (view, radius)
     assert (centroid[0, 6:] > 0.3).all() and (centroid[1, 6:] < -0.3).all()  # behind: left view shifted right
-    assert torch.allclose(dp[0, 5 - 3], dp[1, 5 + 3]) and torch.allclose(dp[0, 5 + 3], dp[0, 5 + 3].flip(-1).flip(-1))
+    assert torch.allclose(dp[0, 5 - 3], dp[1, 5 + 3]) and torch.allclose(dp[1, 5 - 3], dp[0, 5 + 3])  # swap by sign
     assert torch.allclose(dp[0, 5 + 3], dp[1, 5 + 3].flip(-1), atol=1e-6)  # right view = mirror of the left
     assert dp[0, 5, 5, 5] == 1 and dp[1, 5, 5, 5] == 1
 

@@ -123,4 +123,6 @@ class DefocusMapNet(nn.Module):
             feat = self.decoders[i](self.lrelu(self.ups[i](feat)) + skips[i])
         t = (self.conv_last(feat) + self.disparity_scale * disparity)[..., :h, :w] / self.cap
         t = t.clamp(-1e4, 1e4)  # keeps t^4 finite; the gradient there is ~1e-20, still not 0
-        return self.cap * t * (1 + t**4)**-0.25
+        out = self.cap * t * (1 + t**4)**-0.25
+        # float32 rounding can overshoot the cap by an ulp; clip the value but keep the soft clip's gradient
+        return out + (out.clamp(-self.cap, self.cap) - out).detach()

@@ -1,0 +1,114 @@
+"""Collects the test metrics of the demo's runs into one table (and the blurred input's scores for reference).
+
+    python scripts/demo_summary.py --data datasets/synthetic_dpdd --out demo_output test_defocusgan_synthetic ...
+
+Each positional argument is an option file stem under ``options/``; its metrics are read from the newest BasicSR
+test log ``results/<name>/test_<name>_*.log`` (the numbers BasicSR printed, nothing recomputed). The input row
+scores the blurred combined view against the target on the same split with the same metric functions. Writes
+``<out>/metrics.md`` and ``<out>/metrics.json`` and prints the table with the image folders.
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import yaml
+from os import path as osp
+
+METRIC_LINE = re.compile(r'^\s*# (\w+): (-?[\d.]+(?:e[-+]?\d+)?|nan|inf)', re.IGNORECASE)
+COLUMNS = ('psnr', 'ssim', 'mae', 'reblur_psnr', 'aiwe1', 'aiwe2', 'spearman')
+WHAT = {
+    'defocus_map_synthetic': 'stage 1: defocus map (unsupervised) + reblur',
+    'defocus_deconv_synthetic': 'stage 1 map + Wiener deconvolution',
+    'defocusgan_synthetic': 'DefocusGAN (single image)',
+    'mccnet_synthetic': 'MCCNet (dual pixel)',
+    'dp_joint_synthetic': 'joint DP optimisation (no training)',
+}
+
+
+def newest_test_log(name):
+    """Newest ``results/<name>/test_<name>_*.log`` (BasicSR's test log), or None."""
+    logs = sorted(glob.glob(osp.join('results', name, f'test_{name}_*.log')), key=osp.getmtime)
+    return logs[-1] if logs else None
+
+
+def parse_metrics(log_path):
+    """Metric values of the last ``Validation`` block of a BasicSR log (``# name: value`` lines)."""
+    metrics, inside = {}, False
+    with open(log_path) as f:
+        for line in f:
+            if 'INFO: Validation ' in line:
+                metrics, inside = {}, True
+            elif inside:
+                match = METRIC_LINE.match(line)
+                if match:
+                    metrics[match.group(1)] = float(match.group(2))
+                elif line.strip():
+                    inside = False
+    return metrics
+
+
+def input_scores(dataroot, split):
+    """PSNR / SSIM / MAE of the blurred combined view against the target (16-bit reads, [0, 1])."""
+    import defocusgan_plugin  # noqa: F401  (heavy imports only here)
+    from defocusgan_plugin.data.dpdd_dataset import DPDDDataset
+    from defocusgan_plugin.metrics import calculate_dpdd_psnr, calculate_dpdd_ssim, calculate_mae
+
+    dataset = DPDDDataset({'name': 'input', 'phase': split, 'dataroot': dataroot, 'split': split, 'input': 'single',
+                           'load_dp_views': False})
+    sums = {'psnr': 0.0, 'ssim': 0.0, 'mae': 0.0}
+    for item in dataset:
+        img, gt = item['lq'].unsqueeze(0), item['gt'].unsqueeze(0)
+        sums['psnr'] += calculate_dpdd_psnr(img, gt)
+        sums['ssim'] += calculate_dpdd_ssim(img, gt)
+        sums['mae'] += calculate_mae(img, gt)
+    return {k: v / len(dataset) for k, v in sums.items()}
+
+
+def fmt(value):
+    return '' if value is None else f'{value:.4f}'
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('options', nargs='+', help='test option file stems under options/')
+    parser.add_argument('--data', default='datasets/synthetic_dpdd', help='dataset root, for the input row')
+    parser.add_argument('--split', default='test')
+    parser.add_argument('--out', default='demo_output', help='where metrics.md / metrics.json go')
+    args = parser.parse_args()
+
+    rows, missing = {'input (blurred combined view)': input_scores(args.data, args.split)}, []
+    images = {}
+    for stem in args.options:
+        with open(osp.join('options', f'{stem}.yml')) as f:
+            name = yaml.safe_load(f)['name']
+        log = newest_test_log(name)
+        if log is None:
+            missing.append(name)
+            continue
+        rows[WHAT.get(name, name)] = parse_metrics(log)
+        images[WHAT.get(name, name)] = osp.join('results', name, 'visualization')
+
+    header = '| method | ' + ' | '.join(COLUMNS) + ' |'
+    lines = [header, '|' + ' --- |' * (len(COLUMNS) + 1)]
+    for method, metrics in rows.items():
+        lines.append(f'| {method} | ' + ' | '.join(fmt(metrics.get(c)) for c in COLUMNS) + ' |')
+    table = '\n'.join(lines)
+    os.makedirs(args.out, exist_ok=True)
+    with open(osp.join(args.out, 'metrics.md'), 'w') as f:
+        f.write(f'Test split `{args.split}` of `{args.data}`. PSNR/SSIM/MAE on [0, 1] (higher/higher/lower); '
+                'reblur_psnr: stage-1 reblurred vs captured; aiwe1/aiwe2 (px) and spearman (1 - |rho|) of the '
+                'defocus map against ground truth (lower is better).\n\n' + table + '\n')
+    with open(osp.join(args.out, 'metrics.json'), 'w') as f:
+        json.dump({'split': args.split, 'data': args.data, 'rows': rows, 'images': images}, f, indent=2)
+    print(table)
+    print('\nImages:')
+    for method, folder in images.items():
+        print(f'  {method:45s} {folder}')
+    print(f'Metrics written to {osp.join(args.out, "metrics.md")} and metrics.json.')
+    if missing:
+        raise SystemExit(f'No test log found for: {", ".join(missing)} (expected results/<name>/test_<name>_*.log).')
+
+
+if __name__ == '__main__':
+    main()
