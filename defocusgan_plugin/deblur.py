@@ -71,10 +71,13 @@ def build_generator(weights, opt_file=None, param_key=None, device='cpu'):
     return net.eval().to(device)
 
 
-def _tile_starts(size, tile, stride):
+def _tile_starts(size, tile, stride, align=1):
+    """Starts of tiles covering ``[0, size)``, all multiples of ``align``; the last tile runs to the end (it may be
+    up to ``align - 1`` pixels longer than ``tile``)."""
     if size <= tile:
         return [0]
-    return sorted(set(range(0, size - tile, stride)) | {size - tile})
+    last = (size - tile) // align * align
+    return sorted(set(range(0, last, stride)) | {last})
 
 
 def _ramp_window(length, overlap, ramp_start, ramp_end):
@@ -115,11 +118,20 @@ def deblur_tensor(net, img, tile=0, overlap=64, autocast_dtype=None):
         return run(img)
     if not 0 <= overlap < tile:
         raise ValueError(f'--tile-overlap must be >= 0 and smaller than --tile ({tile}), got {overlap}.')
-    tops, lefts = _tile_starts(h, tile, tile - overlap), _tile_starts(w, tile, tile - overlap)
+    # Tiles start on the network's padding grid: a fully convolutional net padded to a multiple m is invariant to
+    # shifts by m only, so off-grid tiles would differ from the whole-image result far from any seam.
+    align = getattr(net, 'pad_multiple', 1)
+    stride = (tile - overlap) // align * align
+    if stride <= 0:
+        raise ValueError(f'--tile {tile} with --tile-overlap {overlap} leaves no step on the network\'s {align}-pixel '
+                         f'grid; use --tile >= --tile-overlap + {align}.')
+    tops, lefts = _tile_starts(h, tile, stride, align), _tile_starts(w, tile, stride, align)
     out, total = None, torch.zeros(1, 1, h, w)
     for top in tops:
         for left in lefts:
-            piece = run(img[..., top:top + tile, left:left + tile])
+            bottom = h if top == tops[-1] else top + tile
+            right = w if left == lefts[-1] else left + tile
+            piece = run(img[..., top:bottom, left:right])
             th, tw = piece.shape[-2:]
             wy = _ramp_window(th, overlap, top > 0, top + th < h)
             wx = _ramp_window(tw, overlap, left > 0, left + tw < w)

@@ -6,9 +6,9 @@
 Times one call of ``blur_layers`` on (batch, 26 layers, 4 channels, S, S) - the combined-image reblur of
 DefocusGAN (colour + weight per |CoC| layer, radii 0..25) - for each kernel size K and crop size S: forward only
 (validation, deconvolution), forward + backward to the layers (training the map network, kernels frozen) or to
-layers and kernels (training the kernels). Conv runs whose predicted time exceeds ``--max-seconds`` are skipped (their cost grows
-with K^2, FFT's does not). The last column is the faster method; ``CONV_MAX_KERNEL`` in ``ops/render.py`` is the
-largest K at which conv wins, as printed at the end.
+layers and kernels (training the kernels). Conv runs whose predicted time exceeds ``--max-seconds`` are skipped
+(their cost grows with K^2, FFT's does not). The last column is the faster method; ``CONV_MAX_KERNEL`` in
+``ops/render.py`` is the largest K at which conv wins, as printed at the end.
 """
 import argparse
 import time
@@ -51,7 +51,7 @@ def main():
             'both': 'forward + backward to layers and kernels'}[args.backward]
     print(f'blur_layers, {args.layers} layers x 4 channels, batch {args.batch}, {mode}, {device} '
           f'({torch.get_num_threads()} CPU threads); seconds per call')
-    print(f'| crop | K  |   fft    |   conv   | faster |')
+    print('| crop | K  |   fft    |   conv   | faster |')
     print('|------|----|----------|----------|--------|')
     crossover = {}
     for size in args.sizes:

@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny synthetic DPDD set, option-file helpers and in-process / subprocess runners."""
+import contextlib
 import copy
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +115,18 @@ def run_python(args, cwd, env=None, timeout=600):
     full_env.setdefault('OMP_NUM_THREADS', '1')
     return subprocess.run([sys.executable, *args], cwd=str(cwd), env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@contextlib.contextmanager
+def basicsr_site_root(name):
+    """Yields the folder that BasicSR's own ``python -m basicsr.train`` / ``basicsr.test`` root themselves at (its
+    install folder, e.g. site-packages), and removes what a run called ``name`` wrote there afterwards."""
+    import basicsr
+    site_root = Path(basicsr.__file__).resolve().parents[1]
+    try:
+        yield site_root
+    finally:
+        for folder in ('experiments', 'results', 'tb_logger'):
+            shutil.rmtree(site_root / folder / name, ignore_errors=True)
+            if (site_root / folder).is_dir() and not any((site_root / folder).iterdir()):
+                (site_root / folder).rmdir()

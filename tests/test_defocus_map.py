@@ -7,7 +7,7 @@ from basicsr.models import build_model
 
 from conftest import FAST, load_options, run_python, run_test, run_train, tiny_options
 from defocusgan_plugin.archs.blur_kernel_arch import LearnableBlurKernel
-from defocusgan_plugin.archs.defocus_map_arch import DefocusMapNet, view_correlation
+from defocusgan_plugin.archs.defocus_map_arch import DefocusMapNet, SoftClip, view_correlation
 from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, synthesize_dp
 from defocusgan_plugin.losses.map_gradient_loss import MapGradientPriorLoss
 from defocusgan_plugin.losses.reblur_loss import ReblurGeometricLoss
@@ -41,8 +41,9 @@ def model_options(tmp_path, network_iters=2, alternate_iters=2, lr=2e-3):
         'name': 'unit', 'model_type': 'DefocusMapModel', 'num_gpu': 0, 'dist': False, 'is_train': True, 'rank': 0,
         'world_size': 1, 'path': {'models': str(tmp_path), 'training_states': str(tmp_path),
                                   'visualization': str(tmp_path / 'visualization')},
+        # the cross-convolution cue is off: these tests exercise learning through the reblur loss alone
         'network_map': dict(type='DefocusMapNet', cap=5, num_feat=16, num_level=2, num_block=1, corr_disp=3,
-                            corr_window=7),
+                            corr_window=7, match_step=0),
         'network_kernel': dict(type='LearnableBlurKernel', max_radius=5, **SYNTH_PSF),
         'train': dict(optim_map=dict(type='Adam', lr=lr), optim_kernel=dict(type='Adam', lr=1e-2),
                       reblur_opt=dict(type='ReblurGeometricLoss', loss_weight=1000.0, crop_border=3),
@@ -168,6 +169,8 @@ def test_map_network_any_size_bounded_and_small():
     assert (out.abs() <= 25).all() and out.min() > 24.9  # float32 rounds the soft clip to the cap itself
     out.sum().backward()
     assert net.conv_last.bias.grad.abs() > 0  # a saturated map can still be pulled back (tanh gives exactly 0)
+    t = torch.linspace(-30, 30, 61, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(SoftClip.apply, (t, ))  # the analytic gradient is the true one
 
 
 def test_view_correlation_peaks_at_the_shift_with_its_sign():
@@ -255,6 +258,21 @@ def test_short_training_reduces_loss_and_finds_the_sign(tmp_path, scene):
     confident = gt.abs() > 1.5
     agree = (torch.sign(model.output) == torch.sign(gt))[confident].float().mean()
     assert agree > 0.85, f'sign agrees on {agree:.0%} of the pixels'
+
+
+def test_cross_convolution_cue_starts_at_the_right_signed_map(scene):
+    net = DefocusMapNet(cap=5, num_feat=8, num_level=2, num_block=1, match_step=0.5, match_window=7,
+                        psf=dict(SYNTH_PSF, profile='butterworth', ramp_width=1.0))
+    assert not any(k.startswith('match_') for k in net.state_dict())  # derived from options, not saved
+    with torch.no_grad():
+        out = net(scene['lq'])
+    gt = scene['defocus']
+    inner = (slice(None), slice(None), slice(6, -6), slice(6, -6))  # away from the crop border
+    agree = (torch.sign(out) == torch.sign(gt))[inner].float().mean()
+    assert agree > 0.9, f'sign agrees on {agree:.0%} of the pixels'
+    assert (out - gt)[inner].abs().median() < 0.75  # in CoC pixels, not only up to an affine map
+    swapped = net(torch.cat(scene['lq'].chunk(2, dim=1)[::-1], dim=1)).detach()  # L <-> R: the sign flips
+    assert (torch.sign(swapped) == -torch.sign(gt))[inner].float().mean() > 0.9
 
 
 def test_model_rejects_inconsistent_options(tmp_path):

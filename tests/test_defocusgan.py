@@ -10,7 +10,7 @@ from basicsr.data import build_dataset
 from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 
-from conftest import FAST, load_options, run_test, run_train, tiny_options
+from conftest import FAST, basicsr_site_root, load_options, run_python, run_test, run_train, tiny_options
 from defocusgan_plugin.archs.defocusgan_arch import DefocusGANGenerator, defocus_masks
 from defocusgan_plugin.archs.patchgan_arch import PatchGANDiscriminator
 from defocusgan_plugin.losses.defocus_adversarial_loss import DefocusAdversarialLoss, defocus_weights
@@ -151,6 +151,16 @@ def test_patchgan_gives_unbounded_patch_score_map():
     scores = net(torch.rand(2, 3, 64, 64) * 4 - 2)
     assert scores.shape == (2, 1, 6, 6)  # N x N patch scores of 70 px receptive fields
     assert (scores < 0).any() or (scores > 1).any()  # no sigmoid: a WGAN critic
+
+
+@pytest.mark.parametrize('kwargs, minimum', [({}, 24), ({'num_layers': 2, 'norm': 'none'}, 12)])
+def test_patchgan_refuses_too_small_input_naming_sizes(kwargs, minimum):
+    net = PatchGANDiscriminator(num_feat=8, **kwargs)
+    assert net.min_size == minimum
+    assert net(torch.rand(1, 3, minimum, minimum)).shape[-2:] == (1, 1)  # the minimum itself works
+    for h, w in ((minimum - 1, 64), (64, minimum - 1), (8, 8)):
+        with pytest.raises(ValueError, match=rf'input of {h}x{w} pixels is too small.*at least {minimum}x{minimum}'):
+            net(torch.rand(1, 3, h, w))
 
 
 def test_adversarial_weighting_puts_more_weight_on_high_coc():
@@ -349,6 +359,31 @@ def test_demo_train_then_single_image_test(tmp_path, synthetic_root):
     assert len(list((results / 'visualization' / 'SyntheticDPDD_test').glob('*_defocusgan.png'))) == 5
     report = next(r for r in records if r.startswith('Validation SyntheticDPDD_test'))
     assert all(f'# {m}:' in report for m in ('psnr', 'ssim', 'mae'))
+
+
+def test_demo_train_then_test_through_basicsr_entry_points(tmp_path, synthetic_root):
+    """`python -m basicsr.train` then `python -m basicsr.test` (unmodified BasicSR) on the demo option pair."""
+    name = f'pytest_defocusgan_{tmp_path.name}'
+    with basicsr_site_root(name) as site_root:
+        models = site_root / 'experiments' / name / 'models'
+        train = tiny_options(DEMO, tmp_path, synthetic_root, dict(TINY, name=name))
+        test = tiny_options('test_defocusgan_synthetic.yml', tmp_path, synthetic_root,
+                            {'name': name, 'path:pretrain_network_g': str(models / 'net_g_latest.pth'),
+                             'network_g:num_feat': TINY['network_g:num_feat']})
+        proc = run_python(['-m', 'basicsr.train', '-opt', str(train)], tmp_path)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, log[-4000:]
+        assert all(k in log for k in ('l_g_gan', 'l_d_real', 'l_d_gp'))  # gan_start_iter 0: the critic trained
+        assert '# psnr' in log and (models / 'net_g_2.pth').is_file() and (models / 'net_d_2.pth').is_file()
+
+        proc = run_python(['-m', 'basicsr.test', '-opt', str(test)], tmp_path)
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, log[-4000:]
+        report = log[log.index('Validation SyntheticDPDD_test'):]
+        values = {m: float(report.split(f'# {m}: ')[1].split()[0]) for m in ('psnr', 'ssim', 'mae')}
+        assert 15 < values['psnr'] < 60 and 0 < values['ssim'] <= 1 and 0 < values['mae'] < 0.2, values
+        vis = site_root / 'results' / name / 'visualization' / 'SyntheticDPDD_test'
+        assert len(list(vis.glob('*_defocusgan.png'))) == 5  # the 5 test images of the tiny set
 
 
 @pytest.mark.parametrize('option, overrides', [

@@ -1,4 +1,8 @@
 """MAE / DPDD PSNR-SSIM / LPIPS metrics as BasicSR calls them."""
+import os
+import warnings
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -61,3 +65,44 @@ def test_lpips_with_local_alexnet_file(tmp_path):
     trunk = torchvision.models.alexnet()
     trunk.load_state_dict(torch.load(path, weights_only=True))
     assert torch.equal(model.net.slice1[0].weight, trunk.features[0].weight)
+
+
+def test_lpips_equals_the_lpips_package_on_a_known_pair(tmp_path, monkeypatch):
+    """Our metric on BGR uint8 arrays = ``lpips.LPIPS(net='alex', pretrained=True)`` fed as its README says, both with
+    the same local AlexNet trunk and the linear layers that ship inside the lpips package."""
+    import lpips
+    import torchvision
+    torch.manual_seed(0)
+    cache = tmp_path / 'hub' / 'checkpoints'
+    cache.mkdir(parents=True)
+    path = cache / lpips_metric.ALEXNET_FILE
+    trunk = torchvision.models.alexnet()
+    torch.save(trunk.state_dict(), path)
+    # the reference builds its trunk through torchvision, which loads a cached file and must not download
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', lambda *a, **k: pytest.fail('tried to download'))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torchvision's deprecated 'pretrained' argument
+        reference = lpips.LPIPS(net='alex', pretrained=True, verbose=False).eval()
+    # the reference runs our random trunk, not ImageNet's
+    assert torch.equal(reference.net.slice5.get_submodule('10').weight, trunk.features[10].weight)
+    shipped = torch.load(os.path.join(os.path.dirname(lpips.__file__), 'weights', 'v0.1', 'alex.pth'),
+                         map_location='cpu', weights_only=True)
+    ours = lpips_metric.build_lpips(str(path), 'cpu')
+    for model in (reference, ours):
+        assert torch.equal(model.lin0.model[1].weight, shipped['lin0.model.1.weight'])
+        assert torch.equal(model.lin4.model[1].weight, shipped['lin4.model.1.weight'])
+
+    # a known pair: a colour ramp and a blurred, noisier copy (asymmetric in the channels, so BGR/RGB order counts)
+    yy, xx = np.mgrid[0:48, 0:64]
+    rgb = np.stack([xx * 4, yy * 5, (xx + yy) * 2 % 256], axis=2).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    other = np.clip(cv2.GaussianBlur(rgb, (7, 7), 2.0) + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
+    with torch.no_grad():
+        expected = reference(lpips.im2tensor(rgb), lpips.im2tensor(other)).item()  # im2tensor: RGB uint8 -> [-1, 1]
+    opt = dict(type='calculate_lpips', alexnet_path=str(path), device='cpu')
+    value = calculate_metric(dict(img=rgb[..., ::-1], img2=other[..., ::-1]), opt)  # BasicSR passes BGR arrays
+    assert expected > 1e-3 and value == pytest.approx(expected, rel=1e-5)  # a random trunk gives small values
+    swapped = calculate_metric(dict(img=rgb, img2=other), opt)
+    assert swapped != pytest.approx(expected, rel=1e-3)  # about 2 % apart: the check tells channel orders apart
+

@@ -1,21 +1,18 @@
 """Registration into BasicSR, the torchvision compatibility alias and the start-up hook."""
 import importlib
 import json
-import shutil
-import sys
-from pathlib import Path
 
-import pytest
-
-from conftest import FAST, run_python, tiny_options
+from conftest import FAST, basicsr_site_root, run_python, tiny_options
 
 # Every name the plugin registers, per registry. Issues that add names extend these lists.
 EXPECTED = {
     'dataset': ['DPDDDataset', 'SyntheticDPDataset'],
-    'metric': ['calculate_mae', 'calculate_lpips', 'calculate_dpdd_psnr', 'calculate_dpdd_ssim'],
-    'arch': [],
-    'loss': [],
-    'model': [],
+    'metric': ['calculate_mae', 'calculate_lpips', 'calculate_dpdd_psnr', 'calculate_dpdd_ssim', 'calculate_aiwe1',
+               'calculate_aiwe2', 'calculate_spearman_error'],
+    'arch': ['DefocusGANGenerator', 'PatchGANDiscriminator', 'DefocusMapNet', 'LearnableBlurKernel', 'MCCNet'],
+    'loss': ['DefocusAdversarialLoss', 'VGG19PerceptualLoss', 'MSSSIMLoss', 'MapGradientPriorLoss',
+             'ReblurGeometricLoss'],
+    'model': ['DefocusGANModel', 'DefocusMapModel', 'DefocusDeconvModel', 'DPDeblurModel', 'DPJointOptimModel'],
 }
 
 _LIST_NAMES = r'''
@@ -44,6 +41,7 @@ def test_registered_names_present_and_not_clashing(tmp_path):
         before, after = set(names['before'][kind]), set(names['after'][kind])
         ours = after - before
         assert set(expected) <= ours, f'{kind}: missing {set(expected) - ours}'
+        assert ours <= set(expected), f'{kind}: registered but not listed in EXPECTED: {ours - set(expected)}'
         assert before <= after  # nothing of BasicSR's was removed or replaced
         # the plugin's names must not collide with BasicSR's even through its '_basicsr' fallback
         assert not {f'{n}_basicsr' for n in ours} & before
@@ -106,19 +104,11 @@ def test_startup_hook_is_light_and_lazy(tmp_path):
 
 def test_basicsr_train_entry_sees_plugin(tmp_path, synthetic_root):
     """``python -m basicsr.train`` (unmodified BasicSR) trains 2 iterations with the plugin's dataset."""
-    import basicsr
     name = f'pytest_hook_{tmp_path.name}'
     opt = tiny_options('train_srmodel_single_synthetic.yml', tmp_path, synthetic_root,
                        dict(FAST, name=name, **{'datasets:train:gt_size': 32}))
-    # BasicSR roots `python -m basicsr.train` at its install folder: clean what it writes there.
-    site_root = Path(basicsr.__file__).resolve().parents[1]
-    try:
+    with basicsr_site_root(name) as site_root:
         proc = run_python(['-m', 'basicsr.train', '-opt', str(opt)], tmp_path)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert 'DPDDDataset' in proc.stdout + proc.stderr
         assert (site_root / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()
-    finally:
-        for folder in ('experiments', 'tb_logger'):
-            shutil.rmtree(site_root / folder / name, ignore_errors=True)
-            if (site_root / folder).is_dir() and not any((site_root / folder).iterdir()):
-                (site_root / folder).rmdir()

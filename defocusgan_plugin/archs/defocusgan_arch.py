@@ -128,13 +128,12 @@ class DefocusGANGenerator(nn.Module):
         squeeze_factor (int): Channel-attention squeeze factor of the RCABs. Default: 8.
 
     Forward:
-        x (Tensor): (B, num_in_ch, H, W) blurred image in [0, 1]; any size (padded to a multiple of 8 internally).
+        x (Tensor): (B, num_in_ch, H, W) blurred image in [0, 1]; any size (padded to ``pad_multiple`` internally).
         defocus (Tensor | None): (B, C, H, W) defocus map (signed CoC, pixels). None: no guidance (inference).
         guidance (float): Guidance weight w in [0, 1], used with ``defocus``. Default: 1.
     """
 
     accepts_defocus_map = True  # DefocusGANModel passes the map and the annealed weight to such generators
-    pad_multiple = 8  # two pixel-unshuffles: by 4, then by 2
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=(48, 40, 32), num_levels=(4, 4, 3),
                  branch_blocks=(0, 1, 2, 3), mask_edges=(1.9, 4.2, 6.2), squeeze_factor=8):
@@ -146,6 +145,9 @@ class DefocusGANGenerator(nn.Module):
             raise ValueError(f'mask_edges must be {len(branch_blocks) - 1} increasing values (one fewer than '
                              f'branch_blocks {list(branch_blocks)}); got {list(mask_edges)}.')
         c1, c4, c8 = num_feat
+        # Total down-sampling (scale x 2^(levels - 1) per DGB; 32 by default). Padding to it keeps the network's
+        # output invariant to shifts by this multiple, which seamless tiling (defocusgan-deblur --tile) relies on.
+        self.pad_multiple = max(8, *(s * 2**(n - 1) for s, n in zip((1, 4, 8), num_levels)))
         self.mask_edges = tuple(float(e) for e in mask_edges)
         self.residual = num_in_ch == num_out_ch
         self.conv_first = nn.Conv2d(num_in_ch, c1, 3, 1, 1)

@@ -76,6 +76,14 @@ class GuidedViewFusion(nn.Module):
 class MCCNet(nn.Module):
     """Multi-scale cross-correlation network for dual-pixel defocus deblurring.
 
+    The correlation is normalised over channels at each pixel: every left and right feature vector is L2-normalised
+    before the dot product (``horizontal_correlation(..., normalize=True)``), so each entry of the volume is a cosine
+    similarity in [-1, 1]. Why: the raw dot product grows with feature magnitude, which drifts during training and
+    follows image brightness and texture contrast; a bright or strongly textured region would then look like a better
+    match than a dark or flat one. Cosine similarity keeps the scale of the volume fixed, so the guidance layers read
+    disparity from where the peak lies along the displacement axis, not from feature energy. Displacements that leave
+    the image give 0, a neutral "no match".
+
     Args:
         num_in_ch (int): Channels of the DP pair concat(left, right): 6 for RGB views, 2 for gray ones. Default: 6.
         num_out_ch (int): Output channels; must equal the channels of one view (residual on their mean). Default: 3.

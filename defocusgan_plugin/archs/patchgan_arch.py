@@ -16,6 +16,9 @@ class PatchGANDiscriminator(nn.Module):
         num_feat (int): Channels of the first layer (ndf), doubled at each stride, at most 8x. Default: 64.
         num_layers (int): Strided conv layers. Default: 3.
         norm (str): 'instance' or 'none'. Default: 'instance'.
+
+    Inputs need at least ``min_size`` = 3 * 2**num_layers pixels per side (24 with the defaults); smaller ones raise a
+    ValueError naming both sizes instead of failing inside a layer.
     """
 
     def __init__(self, num_in_ch=3, num_feat=64, num_layers=3, norm='instance'):
@@ -31,6 +34,7 @@ class PatchGANDiscriminator(nn.Module):
                 layers.append(nn.InstanceNorm2d(c_out, affine=True))
             return layers + [nn.LeakyReLU(0.2, inplace=True)]
 
+        self.num_layers, self.norm = num_layers, norm
         channels = [num_feat * min(2**i, 8) for i in range(num_layers + 1)]
         layers = block(num_in_ch, channels[0], 2, normalise=False)
         for i in range(1, num_layers):
@@ -38,6 +42,25 @@ class PatchGANDiscriminator(nn.Module):
         layers += block(channels[num_layers - 1], channels[num_layers], 1)
         layers.append(nn.Conv2d(channels[num_layers], 1, 4, 1, 1))
         self.body = nn.Sequential(*layers)
+        self.min_size = _min_input_size(self.body)
 
     def forward(self, x):
+        h, w = x.shape[-2:]
+        if h < self.min_size or w < self.min_size:
+            shrink = 'to 1x1 before an InstanceNorm layer, or to nothing' if self.norm == 'instance' else 'to nothing'
+            raise ValueError(f'PatchGANDiscriminator input of {h}x{w} pixels is too small: with num_layers='
+                             f'{self.num_layers} it needs at least {self.min_size}x{self.min_size} (its score map '
+                             f'would shrink {shrink}).')
         return self.body(x)
+
+
+def _min_input_size(body):
+    """Smallest side giving a score map of at least 1 px with a side of >= 2 px at every InstanceNorm (one pixel
+    has no statistics to normalise), walking the layers back from the output."""
+    size = 1
+    for layer in reversed(body):
+        if isinstance(layer, nn.InstanceNorm2d):
+            size = max(size, 2)
+        elif isinstance(layer, nn.Conv2d):
+            size = (size - 1) * layer.stride[0] + layer.kernel_size[0] - 2 * layer.padding[0]
+    return size

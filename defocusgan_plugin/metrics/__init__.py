@@ -3,4 +3,7 @@ from .defocus_map_metric import calculate_aiwe1, calculate_aiwe2, calculate_spea
 from .dpdd_metric import calculate_dpdd_psnr, calculate_dpdd_ssim, calculate_mae, to_unit_range
 from .lpips_metric import calculate_lpips
 
-__all__ = ['calculate_mae', 'calculate_dpdd_psnr', 'calculate_dpdd_ssim', 'calculate_lpips', 'to_unit_range']
+__all__ = [
+    'calculate_mae', 'calculate_dpdd_psnr', 'calculate_dpdd_ssim', 'calculate_lpips', 'calculate_aiwe1',
+    'calculate_aiwe2', 'calculate_spearman_error', 'to_unit_range'
+]

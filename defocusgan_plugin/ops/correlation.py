@@ -1,4 +1,5 @@
-"""Explicit cross-correlation of dual-pixel (DP) features over signed horizontal displacements.
+"""Matching costs between the two dual-pixel (DP) views: explicit cross-correlation of features over signed
+horizontal displacements, and the DP cross-convolution identity over candidate blur kernels.
 
 DP disparity is horizontal and its sign tells the side of the focal plane. In the plugin's convention a positive CoC
 (behind the focal plane) shifts the left view to the right relative to the right view, so a correlation indexed by
@@ -6,6 +7,8 @@ DP disparity is horizontal and its sign tells the side of the focal plane. In th
 """
 import torch
 import torch.nn.functional as F
+
+from defocusgan_plugin.ops.render import blur_layers
 
 
 def horizontal_correlation(left, right, max_disp, normalize=True, eps=1e-6):
@@ -45,3 +48,34 @@ def horizontal_correlation(left, right, max_disp, normalize=True, eps=1e-6):
     volume = [(left * padded[..., max_disp - d:max_disp - d + width]).sum(dim=1)
               for d in range(-max_disp, max_disp + 1)]
     return torch.stack(volume, dim=1)
+
+
+def cross_convolution_costs(left, right, kernels, window=7):
+    """Costs of the DP cross-convolution identity ``L * k_R = R * k_L`` for candidate left/right kernel pairs.
+
+    A fronto-parallel patch blurred by the kernels ``k_L, k_R`` of its radius satisfies the identity, so the right
+    candidate has the lowest cost. The local mean of ``|L * k_R - R * k_L|`` is divided by the local gradient energy
+    of both sides: larger kernels smooth both sides and would otherwise always win.
+
+    Args:
+        left, right (Tensor): (B, 1, H, W) single-channel views.
+        kernels (Tensor): (2, M, K, K) left and right kernels of M candidate radii.
+        window (int): Odd side of the local averaging window. Default: 7.
+
+    Returns:
+        tuple[Tensor, Tensor]: (B, M, H, W) normalised costs and (B, M, H, W) gradient energies (texture).
+    """
+    if left.dim() != 4 or left.shape[1] != 1 or left.shape != right.shape:
+        raise ValueError(f'cross_convolution_costs needs two (B, 1, H, W) views, got {tuple(left.shape)} and '
+                         f'{tuple(right.shape)}.')
+    if window % 2 != 1:
+        raise ValueError(f'window must be odd, got {window}.')
+    a = blur_layers(left[:, None], kernels[1])[:, :, 0]  # L * k_R: (B, M, H, W)
+    b = blur_layers(right[:, None], kernels[0])[:, :, 0]  # R * k_L
+    grad = (a[..., :, 1:] - a[..., :, :-1]).abs() + (b[..., :, 1:] - b[..., :, :-1]).abs()
+
+    def local_mean(x):
+        return F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
+
+    texture = local_mean(F.pad(grad, (0, 1, 0, 0), mode='replicate')) + 1e-4
+    return local_mean((a - b).abs()) / texture, texture

@@ -20,9 +20,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from defocusgan_plugin.ops.mpi import (box_mean, charbonnier, collision_entropy, edge_aware_tv, expected_value,
+from defocusgan_plugin.ops.correlation import cross_convolution_costs
+from defocusgan_plugin.ops.mpi import (charbonnier, collision_entropy, edge_aware_tv, expected_value,
                                        layer_radii, render_mpi, sqrt_alpha_tv, visibility_weights)
-from defocusgan_plugin.ops.render import blur_layers, tent_weights, weights_to_alphas
+from defocusgan_plugin.ops.render import tent_weights, weights_to_alphas
 
 DEFAULT_LEVELS = ({'scale': 0.25, 'iters': 400}, {'scale': 0.5, 'iters': 200}, {'scale': 1.0, 'iters': 100})
 DEFAULT_WEIGHTS = {'data': 1.0, 'aif_tv': 1e-2, 'alpha_tv': 2e-3, 'entropy': 2e-3}
@@ -60,16 +61,13 @@ def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=
     """
     probe = torch.arange(-math.ceil(max_radius / step), math.ceil(max_radius / step) + 1) * step
     probe = probe[probe.abs() <= max_radius + 1e-6]
-    gray_l = left.float().mean(1, keepdim=True)[:, None]  # (1, 1, 1, H, W): broadcast against M kernels
-    gray_r = right.float().mean(1, keepdim=True)[:, None]
+    gray_l, gray_r = left.float().mean(1, keepdim=True), right.float().mean(1, keepdim=True)
     costs, textures = [], []
     for chunk in probe.split(chunk_size):  # bounds the memory of the FFTs at full resolution
         kernels = bank(chunk).mean(0).to(left.device, torch.float32)  # (2, m, K, K)
-        a = blur_layers(gray_l, kernels[1])[:, :, 0]  # L * k_R, (1, m, H, W)
-        b = blur_layers(gray_r, kernels[0])[:, :, 0]  # R * k_L
-        grad = (a[..., :, 1:] - a[..., :, :-1]).abs() + (b[..., :, 1:] - b[..., :, :-1]).abs()
-        textures.append(box_mean(F.pad(grad, (0, 1, 0, 0), mode='replicate'), window // 2) + 1e-4)
-        costs.append(box_mean((a - b).abs(), window // 2) / textures[-1])
+        cost, texture = cross_convolution_costs(gray_l, gray_r, kernels, window)
+        costs.append(cost)
+        textures.append(texture)
     cost, texture = torch.cat(costs, 1), torch.cat(textures, 1)
     best_cost, best = cost.min(1, keepdim=True)
     radius = probe.to(left.device)[best]

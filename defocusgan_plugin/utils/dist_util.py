@@ -55,6 +55,17 @@ def init_dist(launcher, backend=None, port=None, **kwargs):
     dist.init_process_group(backend=backend, **kwargs)
 
 
+def patch_basicsr_init_dist():
+    """Makes BasicSR's own ``parse_options`` (``basicsr/train.py --launcher pytorch``) start gloo on CPU.
+
+    ``basicsr.utils.options`` calls its imported ``init_dist(launcher)``, which hard-codes nccl and
+    ``torch.cuda.set_device``; this rebinds that name to :func:`init_dist` (same signature, nccl whenever CUDA is
+    there, so GPU runs behave as before). BasicSR's files are not modified.
+    """
+    import basicsr.utils.options as basicsr_options
+    basicsr_options.init_dist = init_dist
+
+
 def model_device(opt):
     """The device a model of these options should live on (the local GPU of this rank, or CPU)."""
     if opt.get('num_gpu', 0) == 0 or not torch.cuda.is_available():
