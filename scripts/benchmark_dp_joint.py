@@ -10,8 +10,9 @@
 with the width) with the synthetic data's PSF and times the default solver (coarse to fine, cross-convolution start,
 early stopping), reporting seconds per image, iterations per level, milliseconds per iteration at full resolution
 and peak memory (CUDA). ``quality`` compares, on crops of the synthetic test images with ground truth, the release's
-recipe (uniform start, full resolution only, lr 0.3 -> 0.1; PSNR of the all-in-focus image and AIWE(1) of the map
-recorded along one long run, ``--reference-iters`` long: 10 000 in the paper) with the plugin's fast schedule.
+schedule (uniform start, full resolution only, lr 0.3 -> 0.1, with the plugin's loss weights: the release's own
+weights belong to its loss normalisation; PSNR of the all-in-focus image and AIWE(1) of the map recorded along one
+long run, ``--reference-iters`` long: 10 000 in the paper) with the plugin's fast schedules.
 """
 import argparse
 import math
@@ -126,7 +127,8 @@ def run_quality(args, device):
     for item in images:
         left, right = to_device(item['left'], device), to_device(item['right'], device)
         add('input (combined view)', (psnr(item['combined'], item['target']), float('nan'), 0.0, 0))
-        # the release's recipe (on the plugin's estimated layer range), scored along one long run
+        # the release's schedule (uniform start, full resolution, lr 0.3 -> 0.1) with the plugin's loss weights and
+        # estimated layer range, scored along one long run
         reference = DPJointSolver(bank, levels=[{'scale': 1.0, 'iters': args.reference_iters}], lr=(0.3, 0.1),
                                   init='uniform', early_stop=None, max_radius=args.max_radius)
         start = time.perf_counter()
@@ -134,7 +136,7 @@ def run_quality(args, device):
         def record(state, solver=reference, item=item, start=start):
             if state['iteration'] in checkpoints:
                 aif, defocus, _ = solver.outputs(state['params'], state['radii'])
-                add(f'release recipe, {state["iteration"]} full-res iterations',
+                add(f'release schedule, {state["iteration"]} full-res iterations',
                     (*scores(aif, defocus, item), time.perf_counter() - start, state['iteration']))
 
         reference(left, right, callback=record)

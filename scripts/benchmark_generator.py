@@ -5,7 +5,7 @@
 
 Rows: DefocusGANGenerator (defaults), BasicSR's RCAN and SwinIR configured for scale 1 (reference points), and
 MCCNet (6-channel DP input) when it is registered. Modes: fp32, bf16 / fp16 autocast, bf16 with channels_last,
-bf16 with torch.compile (CUDA; on the CPU only fp32 and bf16 are meaningful). MACs are counted with
+bf16 with channels_last and torch.compile (CUDA; on the CPU only fp32 and bf16 are meaningful). MACs are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products; MAC = FLOP / 2) at the benchmark
 size. Each measurement runs in its own process, so that peak memory is its own: ``torch.cuda.max_memory_allocated``
 on the GPU, the growth of the process's peak resident memory during the forward passes on the CPU.

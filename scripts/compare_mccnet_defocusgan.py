@@ -122,9 +122,10 @@ def main():
         rows.append(dict(label=label, params=sum(p.numel() for p in net.parameters()) / 1e6,
                          gmac=gmac_per_megapixel(net, 6 if opt['datasets']['train']['input'] == 'dual' else 3),
                          seconds=seconds, **model.metric_results))
-    blurred = input_scores(make_test_loader(options[1][1], dataroot))  # single input: lq is the combined view
+    test_loader = make_test_loader(options[1][1], dataroot)  # single input: lq is the combined view
+    blurred = input_scores(test_loader)
 
-    print(f'\nSynthetic DP test split ({len(os.listdir(osp.join(dataroot, "test_c", "target")))} images), '
+    print(f'\nSynthetic DP test split ({len(test_loader.dataset)} images), '
           f'{iters} iterations each, batch {base["datasets"]["train"]["batch_size_per_gpu"]}, '
           f'{base["datasets"]["train"]["gt_size"]}-px crops')
     print(f'{"":40s} {"params":>8s} {"GMAC/MP":>8s} {"train s":>8s} {"PSNR":>7s} {"SSIM":>6s} {"MAE":>7s}')

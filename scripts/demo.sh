@@ -16,9 +16,9 @@ DATA=datasets/synthetic_dpdd
 LOGS=demo_output/logs
 mkdir -p "$LOGS"
 
-if [ ! -f "$DATA/test_c/target/.complete" ]; then
+if [ ! -f "$DATA/.complete" ]; then
   python scripts/make_synthetic_dpdd.py --out "$DATA"
-  touch "$DATA/test_c/target/.complete"
+  touch "$DATA/.complete"
 fi
 
 FORCE=()

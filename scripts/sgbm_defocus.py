@@ -2,7 +2,8 @@
 optionally against a trained stage-1 DefocusMapNet on the same images.
 
     python scripts/sgbm_defocus.py --data datasets/synthetic_dpdd --split test
-    python scripts/sgbm_defocus.py --opt options/test_defocus_map_synthetic.yml   (adds the learned map)
+    python scripts/sgbm_defocus.py --opt options/test_defocus_map_synthetic.yml   (adds the learned map, and the
+                                                                                    untrained arch's matching cue)
 
 DP disparity is small and signed, so SGBM searches a range on both sides of zero (``--max-disp``) on views
 up-sampled ``--upsample`` times horizontally, which gives sub-pixel disparities (SGBM itself quantises to 1/16 px).
@@ -59,14 +60,18 @@ def sgbm_defocus(left, right, max_disp=4, upsample=4, block_size=5):
     return 0.5 * disp
 
 
-def load_map_net(opt_path):
-    """DefocusMapNet built and loaded as the test option file says (network_map, path.pretrain_network_map)."""
+def load_map_net(opt_path, load_weights=True):
+    """DefocusMapNet built (and loaded, unless ``load_weights`` is False) as the test option file says
+    (network_map, path.pretrain_network_map)."""
     import defocusgan_plugin  # noqa: F401  (registers the archs)
     from basicsr.archs import build_network
     from defocusgan_plugin.utils.checkpoint import load_checkpoint
     from defocusgan_plugin.utils.options import read_yaml
     opt = read_yaml(opt_path)
+    torch.manual_seed(0)
     net = build_network(dict(opt['network_map']))
+    if not load_weights:
+        return net.eval()
     weights = (opt.get('path') or {}).get('pretrain_network_map')
     if not weights:
         raise ValueError(f'{opt_path}: path.pretrain_network_map must point to a trained net_map_*.pth.')
@@ -91,12 +96,9 @@ def main():
     methods = {'SGBM': lambda s: sgbm_defocus(to_gray8(s['lq_l']), to_gray8(s['lq_r']), args.max_disp,
                                               args.upsample, args.block_size)}
     if args.opt:
-        net = load_map_net(args.opt)
-
-        def learned(sample):
-            with torch.no_grad():
-                return net(sample['lq'][None])[0, 0].numpy()
-        methods['DefocusMapNet'] = learned
+        # the trained network, and the same arch untrained: its matching cue alone, to show what training adds
+        for name, net in (('DefocusMapNet', load_map_net(args.opt)), ('untrained', load_map_net(args.opt, False))):
+            methods[name] = lambda sample, net=net: net(sample['lq'][None])[0, 0].numpy()
 
     scores = {name: [] for name in methods}
     seconds = dict.fromkeys(methods, 0.0)
@@ -104,7 +106,8 @@ def main():
         gt = sample['defocus'][0].numpy()
         for name, method in methods.items():
             start = time.perf_counter()
-            pred = method(sample)
+            with torch.no_grad():
+                pred = method(sample)
             seconds[name] += time.perf_counter() - start
             row = [fn(pred, gt) for _, fn in METRICS]
             scores[name].append(row)

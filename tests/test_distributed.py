@@ -1,47 +1,120 @@
 """Distributed training on CPU: 2 processes through torchrun with gloo."""
+import os
+import signal
+import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import FAST, load_options, run_python, tiny_options
+from conftest import FAST, load_options, tiny_options
 
-# Each rank runs the plugin's training pipeline, then dumps its own networks (only rank 0 writes checkpoints).
+# Each rank runs the plugin's training pipeline and records, in its own process: every file saved (the plugin's
+# atomic writer ends in os.replace, BasicSR's own in torch.save to a path) and every log file opened, the networks
+# right after DDP wrapping (rank 0's broadcast weights) and at the end, and the NaN guard's decision for a loss that
+# is NaN on rank 1 only.
 _RANK_SCRIPT = r'''
-import os, sys, torch
+import logging, math, os, sys, torch
+from defocusgan_plugin.models.dp_base_model import DPBaseModel
 from defocusgan_plugin.train import train_pipeline
+
+saves, log_files, initial = [], [], {}
+real_save, real_replace = torch.save, os.replace
+real_file_handler, real_to_device = logging.FileHandler.__init__, DPBaseModel.model_to_device
+
+def counting_save(obj, f, *args, **kwargs):
+    if isinstance(f, (str, os.PathLike)):  # in-memory saves (torch.distributed pickling objects) write nothing
+        saves.append(str(f))
+    return real_save(obj, f, *args, **kwargs)
+
+def counting_replace(src, dst, *args, **kwargs):
+    saves.append(str(dst))
+    return real_replace(src, dst, *args, **kwargs)
+
+def counting_file_handler(self, filename, *args, **kwargs):
+    log_files.append(str(filename))
+    real_file_handler(self, filename, *args, **kwargs)
+
+def recording_to_device(self, net):
+    net = real_to_device(self, net)
+    bare = self.get_bare_model(net)
+    initial[type(bare).__name__] = {k: v.detach().cpu().clone() for k, v in bare.state_dict().items()}
+    return net
+
+torch.save, os.replace = counting_save, counting_replace
+logging.FileHandler.__init__, DPBaseModel.model_to_device = counting_file_handler, recording_to_device
 model = train_pipeline(os.getcwd(), sys.argv[1:])
-nets = {k: model.get_bare_model(v).state_dict() for k, v in vars(model).items()
+torch.save, os.replace = real_save, real_replace
+rank = int(os.environ['RANK'])
+skipped = not model.step_is_finite({'l_probe': torch.tensor(math.nan if rank == 1 else 1.0)}, [], 99)
+finite = model.step_is_finite({'l_probe': torch.tensor(1.0)}, [], 100)
+bare = {k: model.get_bare_model(v) for k, v in vars(model).items()
         if k.startswith('net_') and isinstance(v, torch.nn.Module)}
-torch.save({k: {n: t.cpu() for n, t in v.items()} for k, v in nets.items()}, f"rank{os.environ['RANK']}.pt")
+nets = {k: (type(v).__name__, {n: t.cpu() for n, t in v.state_dict().items()}) for k, v in bare.items()}
+torch.save({'nets': nets, 'initial': initial, 'saves': saves, 'log_files': log_files, 'skipped': skipped,
+            'finite': finite}, f'rank{rank}.pt')
 '''
 
-DDP_CASES = {}  # option file -> overrides; filled by the models' issues (see below)
+# option file -> (overrides, networks that must train)
+DDP_CASES = {
+    # gan_start_iter 0: the critic trains from iteration 1 (the demo's 100 would leave it idle)
+    'train_defocusgan_synthetic.yml': ({'datasets:train:gt_size': 32, 'network_g:num_feat': [8, 8, 8],
+                                        'network_d:num_feat': 8, 'train:gan_start_iter': 0}, ('net_g', 'net_d')),
+    # two networks, two optimisers: iteration 1 trains the map, iteration 2 the kernels
+    'train_defocus_map_synthetic.yml': ({'datasets:train:gt_size': 32, 'network_map:cap': 5, 'network_map:num_feat': 8,
+                                         'network_map:num_level': 2, 'network_map:corr_disp': 3,
+                                         'network_kernel:max_radius': 5, 'train:phase_schedule:network_iters': 1,
+                                         'train:phase_schedule:alternate_iters': 1, 'train:reblur_opt:crop_border': 2,
+                                         'val:save_img': False}, ('net_map', 'net_kernel')),
+}
 
 
-def _ddp_cases():
-    cases = dict(DDP_CASES)
-    from basicsr.utils.registry import MODEL_REGISTRY
-    if 'DefocusGANModel' in MODEL_REGISTRY:
-        cases['train_defocusgan_synthetic.yml'] = {'datasets:train:gt_size': 32}
-    return cases
+def _torchrun(args, cwd, timeout=300):
+    """Runs torchrun in its own process group, so that a hang (a collective one rank never joins) kills the ranks
+    too, not just the launcher."""
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', *args], cwd=str(cwd), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f'torchrun did not finish in {timeout} s (a hang?):\n{err[-3000:]}')
+    return proc.returncode, out + err
 
 
-@pytest.mark.parametrize('option', sorted(_ddp_cases()) or [pytest.param(None, marks=pytest.mark.skip('no model'))])
+@pytest.mark.parametrize('option', sorted(DDP_CASES))
 def test_two_process_gloo_training(tmp_path, synthetic_root, option):
-    over = dict(FAST, **_ddp_cases()[option], **{'train:total_iter': 2, 'dist_params': {'backend': 'gloo'}})
+    overrides, trained = DDP_CASES[option]
+    over = dict(FAST, **overrides, **{'train:total_iter': 2, 'val:val_freq': 1000, 'dist_params': {'backend': 'gloo'}})
     opt = tiny_options(option, tmp_path, synthetic_root, over)
     (tmp_path / 'rank_main.py').write_text(_RANK_SCRIPT)
-    proc = run_python(['-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29517', 'rank_main.py',
-                       '-opt', str(opt), '--launcher', 'pytorch'], tmp_path, env={'OMP_NUM_THREADS': '1'})
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    code, output = _torchrun(['--standalone', '--nproc_per_node=2', 'rank_main.py', '-opt', str(opt), '--launcher',
+                              'pytorch'], tmp_path)
+    assert code == 0, output[-6000:]
     r0, r1 = torch.load(tmp_path / 'rank0.pt'), torch.load(tmp_path / 'rank1.pt')
-    assert r0.keys() == r1.keys() and r0
-    for net in r0:
-        for key in r0[net]:
-            assert torch.equal(r0[net][key], r1[net][key]), f'{net}.{key} differs between ranks'
+
+    # identical replicas, trained away from the (broadcast) initial weights
+    assert set(trained) <= set(r0['nets']) and r0['nets'].keys() == r1['nets'].keys()
+    for net, (cls, state) in r0['nets'].items():
+        for key in state:
+            assert torch.equal(state[key], r1['nets'][net][1][key]), f'{net}.{key} differs between ranks'
+    for net in trained:
+        cls, state = r0['nets'][net]
+        assert any(not torch.equal(state[k], r0['initial'][cls][k]) for k in state), f'{net} did not train'
+
+    # a loss that is NaN on rank 1 only makes both ranks skip; the next finite step goes through on both
+    assert r0['skipped'] and r1['skipped'] and r0['finite'] and r1['finite']
+
+    # only rank 0 writes checkpoints and opens the log file
+    assert r1['saves'] == [] and r1['log_files'] == []
+    assert any(p.endswith('_latest.pth') for p in r0['saves']) and any(p.endswith('2.state') for p in r0['saves'])
+    assert len(r0['log_files']) == 1
     exp = tmp_path / 'experiments' / load_options(opt)['name']
-    assert len(list(exp.glob('train_*.log'))) == 1  # only rank 0 logs
-    ckpt = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)['params']
-    assert not any(k.startswith('module.') for k in ckpt)  # saved unwrapped from DDP
-    assert all(torch.equal(ckpt[k], r0['net_g'][k]) for k in ckpt)
+    assert [p.name for p in exp.glob('train_*.log')] == [r0['log_files'][0].rsplit('/', 1)[-1]]
+    for net in trained:  # saved unwrapped from DDP, with the trained weights
+        ckpt = torch.load(exp / 'models' / f'{net}_latest.pth', weights_only=True)['params']
+        assert not any(k.startswith('module.') for k in ckpt)
+        assert ckpt.keys() == r0['nets'][net][1].keys()
+        assert all(torch.equal(ckpt[k], r0['nets'][net][1][k]) for k in ckpt)

@@ -100,7 +100,8 @@ class DefocusMapNet(nn.Module):
         max_feat (int): Channel ceiling. Default: 128.
         corr_disp (int): Largest |DP disparity| searched by the correlation cue, pixels; 0 disables. Default: 0.
         corr_window (int): Odd window of the correlation. Default: 11.
-        disparity_scale (float): Initial CoC radius per pixel of correlation disparity (learned). Default: 2.
+        disparity_scale (float): Initial CoC radius per pixel of correlation disparity (learned; only without the
+            cross-convolution cue). Default: 2.
         match_step (float): Radius step of the cross-convolution cue, pixels; 0 disables. Default: 0.5.
         match_window (int): Odd window of the cross-convolution costs. Default: 15.
         psf (dict | None): Parametric DP kernels of the cue (:func:`defocusgan_plugin.ops.psf.dp_psf`: profile,
@@ -147,7 +148,9 @@ class DefocusMapNet(nn.Module):
         if self.match_radii is not None:  # start exactly at the matched radius
             nn.init.zeros_(self.conv_last.weight)
             nn.init.zeros_(self.conv_last.bias)
-        self.disparity_scale = nn.Parameter(torch.tensor(float(disparity_scale)))
+        # only when the correlation cue sets the start: DDP needs every parameter to get a gradient
+        if self.corr_disp and self.match_radii is None:
+            self.disparity_scale = nn.Parameter(torch.tensor(float(disparity_scale)))
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
 
     def match_cue(self, left, right):
@@ -180,7 +183,8 @@ class DefocusMapNet(nn.Module):
             disps = torch.arange(-self.corr_disp, self.corr_disp + 1, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
             disparity = (torch.softmax(corr / 0.05, dim=1) * disps).sum(1, keepdim=True)  # soft-argmax match
             cues += [corr, disparity]
-            start = self.disparity_scale * disparity
+            if self.match_radii is None:
+                start = self.disparity_scale * disparity
         if self.match_radii is not None:
             cost, radius = self.match_cue(left, right)
             cues += [cost, radius / self.cap]

@@ -75,7 +75,15 @@ class DefocusGANModel(SRGANModel, DPBaseModel):
             raise KeyError('DefocusGANModel needs an option block network_d (e.g. type: PatchGANDiscriminator).')
         self.gan_start_iter = int(train_opt.get('gan_start_iter', 0))
         guide_opt = train_opt.get('guidance') or {}
-        self.anneal_iters = int(guide_opt.get('anneal_iters', 20000))
+        anneal_iters = guide_opt.get('anneal_iters', 20000)
+        try:  # YAML gives 2e4 as a string and 2.0e4 as a float: accept any whole number
+            number = float(anneal_iters)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number < 0 or not number.is_integer():
+            raise ValueError('Option train.guidance.anneal_iters must be a whole number >= 0 (generator updates; 0 '
+                             f'disables the guidance), got {anneal_iters!r}.')
+        self.anneal_iters = int(number)
         self.anneal_schedule = guide_opt.get('schedule', 'gaussian')
         guidance_weight(0, self.anneal_iters, self.anneal_schedule)  # validates the schedule name now
         self.anneal_step = 0
@@ -229,7 +237,8 @@ class DefocusGANModel(SRGANModel, DPBaseModel):
                 self.optimizer_d.step()
         loss_dict['guidance'] = torch.tensor(weight, device=self.device)
         self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
+        # _bad_steps > 0: step_is_finite skipped this step; net_g is unchanged, so the EMA must not move towards it
+        if self.ema_decay > 0 and self._bad_steps == 0:
             self.model_ema(decay=self.ema_decay)
 
     # ------------------------------------------------------------------ resume

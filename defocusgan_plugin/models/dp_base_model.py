@@ -7,7 +7,9 @@ What it adds to ``basicsr.models.base_model.BaseModel`` (subclasses get it for f
 * strict loading that fails with the first mismatching keys/shapes (``strict_load_*: false`` loads what matches);
 * extra training state (stage-1 phase, annealing weight, ...) saved and restored with the optimisers;
 * a NaN/Inf guard: :meth:`step_is_finite` skips a step whose loss or gradients are not finite, logs the iteration and
-  the offending loss term, and stops with a clear error after ``train.nan_max_consecutive`` bad steps in a row.
+  the offending loss term, and stops with a clear error after ``train.nan_max_consecutive`` bad steps in a row (in
+  distributed training the decision is all-reduced: a NaN on one rank makes every rank skip);
+* distributed validation on rank 0 alone without a hang (on the networks unwrapped from DDP).
 
 Conventions (they make BasicSR's ``check_resume`` work): an option block ``network_<x>`` is saved as
 ``net_<x>_<iter>.pth`` and loaded from ``path.pretrain_network_<x>`` (with ``path.strict_load_<x>`` and
@@ -15,6 +17,7 @@ Conventions (they make BasicSR's ``check_resume`` work): an option block ``netwo
 """
 import os
 import torch
+import torch.distributed as dist
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
@@ -42,6 +45,23 @@ def state_dict_mismatches(expected, loaded, limit=5):
     return lines
 
 
+def _check_ddp_gradients(net):
+    """Raises if a DDP network with ``find_unused_parameters=False`` has trainable parameters without gradient.
+
+    DDP then never all-reduces the gradient bucket holding them, so the replicas silently diverge (or DDP fails at
+    the next forward with grad); this names the parameters and the fix instead.
+    """
+    if not isinstance(net, DistributedDataParallel) or net.find_unused_parameters:
+        return
+    unused = [name for name, p in net.module.named_parameters() if p.requires_grad and p.grad is None]
+    if unused:
+        more = f' (+{len(unused) - 5} more)' if len(unused) > 5 else ''
+        raise RuntimeError(f'{net.module.__class__.__name__}: parameters {", ".join(unused[:5])}{more} got no '
+                           'gradient in this step; under DDP their gradients would not be averaged across ranks and '
+                           'the replicas would diverge. Set the top-level option find_unused_parameters: true, or '
+                           'remove the unused parameters from the network.')
+
+
 class DPBaseModel(BaseModel):
     """BaseModel with CPU/GPU-agnostic DDP, atomic checkpoints, strict safe loading, extra state and a NaN guard."""
 
@@ -63,6 +83,21 @@ class DPBaseModel(BaseModel):
         elif self.opt['num_gpu'] > 1:
             net = DataParallel(net)
         return net
+
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        """BasicSR's validation; in distributed runs rank 0 validates alone, on the networks unwrapped from DDP.
+
+        A DDP forward broadcasts the module's buffers (e.g. LearnableBlurKernel's ``delta``) from rank 0: a
+        collective that the other ranks, already training on, never join, so a rank-0-only forward would hang.
+        """
+        wrapped = {k: v for k, v in vars(self).items() if isinstance(v, DistributedDataParallel)}
+        try:
+            for key, net in wrapped.items():
+                setattr(self, key, net.module)
+            super().validation(dataloader, current_iter, tb_logger, save_img)
+        finally:
+            for key, net in wrapped.items():
+                setattr(self, key, net)
 
     def get_optimizer(self, optim_type, params, lr, **kwargs):
         if optim_type not in OPTIMIZERS:
@@ -147,11 +182,15 @@ class DPBaseModel(BaseModel):
             current_iter (int): Iteration, for the log.
 
         Returns:
-            bool: True when every loss term and gradient is finite.
+            bool: True when every loss term and gradient is finite (on every rank in distributed training: the
+            decision is all-reduced, so all ranks skip together).
 
         Raises:
             FloatingPointError: After ``train.nan_max_consecutive`` non-finite steps in a row.
+            RuntimeError: A DDP-wrapped network (``find_unused_parameters: false``) has parameters without gradient.
         """
+        for net in nets:
+            _check_ddp_gradients(net)
         bad = [name for name, value in loss_dict.items() if torch.is_tensor(value) and not torch.isfinite(value).all()]
         if not bad:
             for net in nets:
@@ -159,6 +198,12 @@ class DPBaseModel(BaseModel):
                 if grads and not all(torch.isfinite(g).all() for g in grads):
                     bad = [f'gradient of {self.get_bare_model(net).__class__.__name__}']
                     break
+        if self.opt.get('dist') and dist.is_available() and dist.is_initialized():
+            # every rank must take the same decision, or the DDP replicas diverge (and the next collective hangs)
+            flag = torch.tensor([1.0 if bad else 0.0], device=self.device if dist.get_backend() == 'nccl' else 'cpu')
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() > 0 and not bad:
+                bad = ['values on another rank']
         if not bad:
             self._bad_steps = 0
             return True

@@ -4,18 +4,24 @@ The YAML file stays the only configuration: BasicSR's ``parse_options`` does the
 debug mode); this module wraps it to accept ``--local-rank`` (what ``torch.distributed.launch`` passes), to start
 the process group with gloo on CPU, and to turn common mistakes into errors that name the option.
 """
+import difflib
 import sys
 import yaml
 from contextlib import contextmanager
 from os import path as osp
 
 import basicsr.utils.options as basicsr_options
+from basicsr.models.base_model import BaseModel
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from defocusgan_plugin.models.dp_base_model import OPTIMIZERS, DPBaseModel
 from defocusgan_plugin.utils.dist_util import init_dist
 from defocusgan_plugin.utils.registry_util import unknown_type_message
 
 NON_LOSS_TRAIN_BLOCKS = ('scheduler', )  # train.<x>_opt blocks are losses; optim_* blocks are optimisers
+# What basicsr 1.4.2 builds: BaseModel.get_optimizer knows Adam only, BaseModel.setup_schedulers these three.
+BASICSR_OPTIMIZERS = ('Adam', )
+BASICSR_SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
 # How archs (ours and BasicSR's) name their input width.
 IN_CHANNEL_KEYS = ('num_in_ch', 'in_ch', 'in_chans', 'in_nc', 'in_channels')
 
@@ -96,6 +102,7 @@ def check_options(opt, is_train, source='options', resuming=False):
                 raise KeyError(f"{source}: option block train.{key} has no 'type'.")
             if not _registered(LOSS_REGISTRY, block['type']):
                 raise KeyError(f'{source}: ' + unknown_type_message(f'train.{key}', block['type'], LOSS_REGISTRY))
+    _check_optimizers_and_schedulers(opt, source)
     _check_input_channels(opt, source)
     metrics = (opt.get('val') or {}).get('metrics') or {}
     for key, block in metrics.items():
@@ -108,6 +115,51 @@ def check_options(opt, is_train, source='options', resuming=False):
         for key, value in path_opt.items():
             if key.startswith('pretrain_network') and value is not None and not osp.isfile(osp.expanduser(value)):
                 raise FileNotFoundError(f'{source}: path.{key} points to a missing file: {value}')
+
+
+def _model_class(model_type):
+    return MODEL_REGISTRY.get(model_type if model_type in MODEL_REGISTRY else f'{model_type}_basicsr')
+
+
+def _unsupported_message(key, kind, name, supported, model_type):
+    close = difflib.get_close_matches(str(name), supported, n=3, cutoff=0.5)
+    hint = f' Did you mean: {", ".join(close)}?' if close else ''
+    return f"{key}: {kind} type '{name}' is not supported by {model_type} (supported: {', '.join(supported)}).{hint}"
+
+
+def _check_optimizers_and_schedulers(opt, source):
+    """``train.optim_*`` and ``train.scheduler`` types against what the model will really build.
+
+    Only the two builders whose names are known are checked: DPBaseModel's ``get_optimizer`` (the plugin's models)
+    and BaseModel's ``get_optimizer`` / ``setup_schedulers`` (BasicSR's own models, e.g. SRModel: Adam only). A
+    model with its own builder is left to report its errors itself.
+    """
+    train_opt = opt.get('train') or {}
+    model_type = opt['model_type']
+    model_cls = _model_class(model_type)
+    get_optimizer = getattr(model_cls, 'get_optimizer', None)
+    if get_optimizer is DPBaseModel.get_optimizer:
+        optimizers = sorted(OPTIMIZERS)
+    elif get_optimizer is BaseModel.get_optimizer:
+        optimizers = list(BASICSR_OPTIMIZERS)
+    else:
+        optimizers = None
+    for key, block in train_opt.items():
+        if not (key.startswith('optim_') and isinstance(block, dict)):
+            continue
+        if 'type' not in block:
+            raise KeyError(f"{source}: option block train.{key} has no 'type' (e.g. Adam).")
+        if optimizers is not None and block['type'] not in optimizers:
+            raise KeyError(f'{source}: ' + _unsupported_message(f'train.{key}', 'optimizer', block['type'], optimizers,
+                                                                 model_type))
+    block = train_opt.get('scheduler')
+    if isinstance(block, dict):
+        if 'type' not in block:
+            raise KeyError(f"{source}: option block train.scheduler has no 'type' (e.g. MultiStepLR).")
+        if (getattr(model_cls, 'setup_schedulers', None) is BaseModel.setup_schedulers
+                and block['type'] not in BASICSR_SCHEDULERS):
+            raise KeyError(f'{source}: ' + _unsupported_message('train.scheduler', 'scheduler', block['type'],
+                                                                list(BASICSR_SCHEDULERS), model_type))
 
 
 def _check_input_channels(opt, source):
