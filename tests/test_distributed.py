@@ -118,3 +118,20 @@ def test_two_process_gloo_training(tmp_path, synthetic_root, option):
         assert not any(k.startswith('module.') for k in ckpt)
         assert ckpt.keys() == r0['nets'][net][1].keys()
         assert all(torch.equal(ckpt[k], r0['nets'][net][1][k]) for k in ckpt)
+
+
+def test_basicsr_own_train_entry_runs_distributed_on_cpu(tmp_path, synthetic_root):
+    """``torchrun -m basicsr.train --launcher pytorch`` on CPU: BasicSR's init_dist would ask for CUDA/nccl; the
+    plugin rebinds it to its gloo-capable one when it is imported (by the start-up hook)."""
+    from conftest import basicsr_site_root
+    overrides, _ = DDP_CASES['train_defocusgan_synthetic.yml']
+    over = dict(FAST, **overrides, **{'name': 'ddp_basicsr_entry_test', 'train:total_iter': 2, 'val:val_freq': 1000})
+    opt = tiny_options('train_defocusgan_synthetic.yml', tmp_path, synthetic_root, over)
+    with basicsr_site_root('ddp_basicsr_entry_test') as site_root:
+        code, output = _torchrun(['--standalone', '--nproc_per_node=2', '-m', 'basicsr.train', '-opt', str(opt),
+                                  '--launcher', 'pytorch'], tmp_path)
+        assert code == 0, output[-6000:]
+        assert 'iter:       2' in output and 'l_d_gp' in output
+        ckpt = torch.load(site_root / 'experiments' / 'ddp_basicsr_entry_test' / 'models' / 'net_g_latest.pth',
+                          weights_only=True)['params']
+        assert ckpt and not any(k.startswith('module.') for k in ckpt)
