@@ -48,7 +48,7 @@ step test test_defocusgan_synthetic
 step train train_mccnet_synthetic "${FORCE[@]}"
 step test test_mccnet_synthetic
 if [ "${DEMO_FAST:-0}" = 1 ]; then
-  step test test_dp_joint_synthetic --force_yml 'dp_joint:solver:levels=[{scale: 0.5, iters: 5}]'
+  step test test_dp_joint_synthetic --force_yml "dp_joint:solver:levels=[{'scale': 0.5, 'iters': 5}]"
 else
   step test test_dp_joint_synthetic
 fi
