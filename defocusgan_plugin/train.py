@@ -206,8 +206,10 @@ def train_pipeline(root_path, argv=None):
                 msg_logger(log_vars)
             if current_iter % opt['logger']['save_checkpoint_freq'] == 0:
                 logger.info('Saving models and training states.')
-                model.save(epoch, current_iter)
+                # the .loop first: a kill in between leaves a .loop without its .state, which resume ignores,
+                # instead of a .state without its .loop (an inexact resume)
                 save_loop_state(opt, epoch, current_iter, epoch_iter)
+                model.save(epoch, current_iter)
             if opt.get('val') is not None and current_iter % opt['val']['val_freq'] == 0:
                 for val_loader in val_loaders:
                     model.validation(val_loader, current_iter, tb_logger, opt['val']['save_img'])
