@@ -6,14 +6,11 @@ from torch import nn as nn
 from torch.nn import functional as F
 
 from defocusgan_plugin.ops.correlation import cross_convolution_costs
+from defocusgan_plugin.ops.mpi import box_mean
 from defocusgan_plugin.ops.psf import dp_psf, kernel_size_for
 
 # Kernels of the matching cue: LearnableBlurKernel's initialisation (the official release's Butterworth start)
 DEFAULT_MATCH_PSF = {'profile': 'butterworth', 'order': 3, 'cutoff': 2.5, 'beta': 0.1, 'sigma': 0.5, 'ramp_width': 1.0}
-
-
-def _box(x, window):
-    return F.avg_pool2d(x, window, 1, window // 2, count_include_pad=False)
 
 
 def view_correlation(left, right, max_disp, window):
@@ -31,9 +28,9 @@ def view_correlation(left, right, max_disp, window):
         Tensor: (B, 2 * max_disp + 1, H, W) correlations in [-1, 1] (0 where a view is flat).
     """
     left, right = left.mean(1, keepdim=True), right.mean(1, keepdim=True)
-    mean_l, mean_r = _box(left, window), _box(right, window)
-    var_l = (_box(left * left, window) - mean_l**2).clamp_min(0)
-    var_r = (_box(right * right, window) - mean_r**2).clamp_min(0)
+    mean_l, mean_r = box_mean(left, window // 2), box_mean(right, window // 2)
+    var_l = (box_mean(left * left, window // 2) - mean_l**2).clamp_min(0)
+    var_r = (box_mean(right * right, window // 2) - mean_r**2).clamp_min(0)
 
     def shifted(x):  # (B, 1, H, W) -> (B, 2D + 1, H, W): x(. - d) for d = -D..D
         padded = F.pad(x, (max_disp, max_disp, 0, 0), mode='replicate')
@@ -41,7 +38,7 @@ def view_correlation(left, right, max_disp, window):
         return torch.cat([padded[..., max_disp - d:max_disp - d + width] for d in range(-max_disp, max_disp + 1)], 1)
 
     right_d = shifted(right)
-    cov = _box(left * right_d, window) - mean_l * shifted(mean_r)
+    cov = box_mean(left * right_d, window // 2) - mean_l * shifted(mean_r)
     return cov * torch.rsqrt(var_l * shifted(var_r) + 1e-8)
 
 

@@ -8,6 +8,7 @@ DP disparity is horizontal and its sign tells the side of the focal plane. In th
 import torch
 import torch.nn.functional as F
 
+from defocusgan_plugin.ops.mpi import box_mean
 from defocusgan_plugin.ops.render import blur_layers
 
 
@@ -73,9 +74,5 @@ def cross_convolution_costs(left, right, kernels, window=7):
     a = blur_layers(left[:, None], kernels[1])[:, :, 0]  # L * k_R: (B, M, H, W)
     b = blur_layers(right[:, None], kernels[0])[:, :, 0]  # R * k_L
     grad = (a[..., :, 1:] - a[..., :, :-1]).abs() + (b[..., :, 1:] - b[..., :, :-1]).abs()
-
-    def local_mean(x):
-        return F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
-
-    texture = local_mean(F.pad(grad, (0, 1, 0, 0), mode='replicate')) + 1e-4
-    return local_mean((a - b).abs()) / texture, texture
+    texture = box_mean(F.pad(grad, (0, 1, 0, 0), mode='replicate'), window // 2) + 1e-4
+    return box_mean((a - b).abs(), window // 2) / texture, texture

@@ -4,7 +4,6 @@ The YAML file stays the only configuration: BasicSR's ``parse_options`` does the
 debug mode); this module wraps it to accept ``--local-rank`` (what ``torch.distributed.launch`` passes), to start
 the process group with gloo on CPU, and to turn common mistakes into errors that name the option.
 """
-import difflib
 import sys
 import yaml
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 
 from defocusgan_plugin.models.dp_base_model import OPTIMIZERS, DPBaseModel
 from defocusgan_plugin.utils.dist_util import init_dist
-from defocusgan_plugin.utils.registry_util import unknown_type_message
+from defocusgan_plugin.utils.registry_util import close_names_hint, unknown_type_message
 
 NON_LOSS_TRAIN_BLOCKS = ('scheduler', )  # train.<x>_opt blocks are losses; optim_* blocks are optimisers
 # What basicsr 1.4.2 builds: BaseModel.get_optimizer knows Adam only, BaseModel.setup_schedulers these three.
@@ -122,8 +121,7 @@ def _model_class(model_type):
 
 
 def _unsupported_message(key, kind, name, supported, model_type):
-    close = difflib.get_close_matches(str(name), supported, n=3, cutoff=0.5)
-    hint = f' Did you mean: {", ".join(close)}?' if close else ''
+    hint = close_names_hint(name, supported, n=3)
     return f"{key}: {kind} type '{name}' is not supported by {model_type} (supported: {', '.join(supported)}).{hint}"
 
 

@@ -24,6 +24,12 @@ def import_modules_by_suffix(package, package_file, suffix):
     return names
 
 
+def close_names_hint(name, candidates, n=5):
+    """`` Did you mean: a, b?`` for the candidates closest to a misspelt ``name`` (empty when none is close)."""
+    close = difflib.get_close_matches(str(name), list(candidates), n=n, cutoff=0.5)
+    return f' Did you mean: {", ".join(close)}?' if close else ''
+
+
 def unknown_type_message(kind, name, registry):
     """Builds the error text for an unknown ``type`` in an option block, listing the closest registered names.
 
@@ -35,6 +41,5 @@ def unknown_type_message(kind, name, registry):
     Returns:
         str: Message naming the option, the bad value and close matches.
     """
-    close = difflib.get_close_matches(str(name), list(registry.keys()), n=5, cutoff=0.5)
-    hint = f' Did you mean: {", ".join(close)}?' if close else ''
+    hint = close_names_hint(name, registry.keys())
     return f"{kind}: type '{name}' is not registered in BasicSR's {registry._name} registry.{hint}"
