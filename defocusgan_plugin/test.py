@@ -1,6 +1,6 @@
 """Test entry point with BasicSR's flags, rooted at the current working directory.
 
-    python -m defocusgan_plugin.test -opt options/test.yml
+    python -m defocusgan_plugin.test -opt options/test/test_defocusgan.yml
 
 It runs BasicSR's own test pipeline with the plugin's option parsing: ``results/`` is created under the working
 directory (an existing folder is renamed with a timestamp, never deleted), option files are checked first (unknown

@@ -1,6 +1,6 @@
 """Training entry point with BasicSR's flags, rooted at the current working directory.
 
-    python -m defocusgan_plugin.train -opt options/train_defocusgan.yml [--auto_resume] [--debug]
+    python -m defocusgan_plugin.train -opt options/train/train_defocusgan.yml [--auto_resume] [--debug]
     torchrun --nproc_per_node=2 -m defocusgan_plugin.train -opt X --launcher pytorch
 
 Compared with ``basicsr/train.py`` it (1) writes ``experiments/``, ``tb_logger/`` under the working directory,

@@ -3,7 +3,7 @@
     python scripts/make_synthetic_dpdd.py --out datasets/synthetic_dpdd
     python scripts/compare_mccnet_defocusgan.py [--iters 400] [--work-dir demo_output/compare_mccnet]
 
-Both networks are trained by the plugin's trainer from ``options/train_mccnet_synthetic.yml``: same crops, batch,
+Both networks are trained by the plugin's trainer from ``options/train/train_mccnet_synthetic.yml``: same crops, batch,
 iterations, optimiser and schedule. Only these differ:
 
 * MCCNet: ``input: dual`` (6-channel concat(L, R)), Charbonnier + MS-SSIM, as in the option file;
@@ -83,7 +83,7 @@ def input_scores(loader):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--opt', default=osp.join(ROOT, 'options', 'train_mccnet_synthetic.yml'),
+    parser.add_argument('--opt', default=osp.join(ROOT, 'options', 'train', 'train_mccnet_synthetic.yml'),
                         help='MCCNet training options whose budget both networks get')
     parser.add_argument('--dataroot', default=osp.join(ROOT, 'datasets', 'synthetic_dpdd'))
     parser.add_argument('--iters', type=int, default=None, help='iterations for each network (default: the option '

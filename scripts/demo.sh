@@ -31,7 +31,7 @@ step() {  # step <train|test> <option file stem> [extra flags]: runs one entry p
   shift 2
   echo "[demo] $kind $name"
   local start=$SECONDS
-  if ! python -m "defocusgan_plugin.$kind" -opt "options/$name.yml" "$@" >"$LOGS/$name.log" 2>&1; then
+  if ! python -m "defocusgan_plugin.$kind" -opt "options/$kind/$name.yml" "$@" >"$LOGS/$name.log" 2>&1; then
     tail -n 30 "$LOGS/$name.log"
     echo "[demo] $kind $name failed; full log: $LOGS/$name.log" >&2
     exit 1

@@ -71,7 +71,7 @@ def fmt(value):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('options', nargs='+', help='test option file stems under options/')
+    parser.add_argument('options', nargs='+', help='test option file stems under options/test/')
     parser.add_argument('--data', default='datasets/synthetic_dpdd', help='dataset root, for the input row')
     parser.add_argument('--split', default='test')
     parser.add_argument('--out', default='demo_output', help='where metrics.md / metrics.json go')
@@ -80,7 +80,7 @@ def main():
     rows, missing = {'input (blurred combined view)': input_scores(args.data, args.split)}, []
     images = {}
     for stem in args.options:
-        with open(osp.join('options', f'{stem}.yml')) as f:
+        with open(osp.join('options', 'test', f'{stem}.yml')) as f:
             name = yaml.safe_load(f)['name']
         log = newest_test_log(name)
         if log is None:

@@ -2,7 +2,7 @@
 optionally against a trained stage-1 DefocusMapNet on the same images.
 
     python scripts/sgbm_defocus.py --data datasets/synthetic_dpdd --split test
-    python scripts/sgbm_defocus.py --opt options/test_defocus_map_synthetic.yml   (adds the learned map, and the
+    python scripts/sgbm_defocus.py --opt options/test/test_defocus_map_synthetic.yml   (adds the learned map, and the
                                                                                     untrained arch's matching cue)
 
 DP disparity is small and signed, so SGBM searches a range on both sides of zero (``--max-disp``) on views

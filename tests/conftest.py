@@ -28,11 +28,20 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
-def load_options(name):
-    """Loads ``options/<name>`` (or a path) as a plain nested dict."""
+def option_path(name):
+    """Path of an option file: a path as given, else ``options/train/<name>`` or ``options/test/<name>``."""
     path = Path(name)
-    if not path.is_file():
-        path = OPTIONS / name
+    if path.is_file():
+        return path
+    for folder in ('train', 'test'):
+        if (OPTIONS / folder / name).is_file():
+            return OPTIONS / folder / name
+    raise FileNotFoundError(f'No option file {name} in {OPTIONS}/train or {OPTIONS}/test.')
+
+
+def load_options(name):
+    """Loads an option file (see :func:`option_path`) as a plain nested dict."""
+    path = option_path(name)
     with open(path) as f:
         return _plain(yaml.safe_load(f))
 

@@ -16,7 +16,7 @@ PAIRS = [
     ('train_defocus_map.yml', 'network_kernel', 'test_defocus_map.yml', 'network_kernel'),
     ('train_defocus_map.yml', 'network_map', 'test_defocus_deconv.yml', 'network_map'),
     ('train_defocus_map.yml', 'network_map', 'train_defocusgan.yml', 'train.defocus_map.network'),
-    ('train_defocusgan.yml', 'network_g', 'test.yml', 'network_g'),
+    ('train_defocusgan.yml', 'network_g', 'test_defocusgan.yml', 'network_g'),
     ('train_mccnet.yml', 'network_g', 'test_mccnet.yml', 'network_g'),
 ]
 # keys that do not change the network's weights (LearnableBlurKernel's initial shape is irrelevant once trained)
