@@ -3,9 +3,10 @@
 The .pth file is added to regular wheels by ``build_py`` and to editable wheels (``pip install -e .``) by the
 editable strategy: setuptools installs neither ``data_files`` nor extra ``build_lib`` files in editable mode.
 """
-import os
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
+
+import os
 
 try:
     from setuptools.command.editable_wheel import editable_wheel
@@ -89,10 +90,11 @@ setup(
     python_requires='>=3.8',
     packages=find_packages(include=['defocusgan_plugin', 'defocusgan_plugin.*']),
     install_requires=[
-        'basicsr>=1.4.2', 'torch', 'torchvision', 'lpips', 'pyyaml', 'opencv-python', 'scikit-image', 'scipy',
-        'numpy', 'tqdm'
+        'basicsr>=1.4.2', 'torch', 'torchvision', 'lpips', 'pyyaml', 'opencv-python', 'scikit-image', 'scipy', 'numpy',
+        'tqdm'
     ],
-    extras_require={'test': ['pytest']},
+    # test: the suite, its linters (scripts/run_tests.sh) and the plots of the comparison scripts
+    extras_require={'test': ['pytest', 'flake8==7.5.0', 'isort==9.0.2', 'yapf==0.43.0', 'matplotlib']},
     entry_points={
         'console_scripts': [
             'defocusgan-train=defocusgan_plugin.train:main',

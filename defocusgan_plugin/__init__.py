@@ -12,7 +12,6 @@ import basicsr  # noqa: E402,F401  (registers BasicSR's own names first; ours mu
 
 from . import archs, data, losses, metrics, models, ops  # noqa: E402,F401
 from .utils.dist_util import patch_basicsr_init_dist  # noqa: E402
-
 from .version import __version__  # noqa: E402,F401
 
 patch_basicsr_init_dist()  # BasicSR's train.py under torchrun then works on CPU (gloo) as well as GPU

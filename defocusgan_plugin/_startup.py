@@ -1,18 +1,8 @@
-"""Light start-up hooks: the torchvision compatibility alias and the 'import the plugin after basicsr' hook.
+"""Start-up hooks: the torchvision compatibility alias and "import the plugin right after basicsr".
 
-This file runs at every interpreter start through ``defocusgan_plugin-hook.pth`` (installed by ``setup.py``), which
-loads it by path so that the heavy package ``__init__`` (torch, basicsr) is not imported. It must therefore import
-nothing but the standard library and do no work until ``basicsr`` is imported.
-
-* :func:`install_torchvision_alias` appends a finder to ``sys.meta_path`` that serves
-  ``torchvision.transforms.functional_tensor`` from ``torchvision.transforms.functional``. Finders are asked in
-  order, so ours is reached only when the real module is missing (torchvision >= 0.17 removed it; basicsr 1.4.2
-  still imports it).
-* :func:`install_basicsr_hook` prepends a finder that wraps the loader of the top-level ``basicsr`` package: once
-  basicsr has executed, ``defocusgan_plugin`` is imported so that its archs, losses, models, datasets and metrics are
-  registered before ``basicsr/train.py`` or ``basicsr/test.py`` build anything.
-
-Set ``DEFOCUSGAN_PLUGIN_DISABLE=1`` to switch the basicsr hook off.
+Loaded by path at every interpreter start through ``defocusgan_plugin-hook.pth`` (see setup.py), so it imports only
+the standard library and does nothing until ``basicsr`` is imported. Set ``DEFOCUSGAN_PLUGIN_DISABLE=1`` to switch
+the basicsr hook off. How and why it works: docs/startup_hook.md.
 """
 import importlib
 import importlib.machinery

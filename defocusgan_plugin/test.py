@@ -6,17 +6,12 @@ It runs BasicSR's own test pipeline with the plugin's option parsing: ``results/
 directory (an existing folder is renamed with a timestamp, never deleted), option files are checked first (unknown
 types, missing files), ``--local-rank`` is accepted and ``--launcher pytorch`` works on CPU (gloo).
 """
+import basicsr.test as basicsr_test
 import os
 import sys
 
-from defocusgan_plugin._startup import install_torchvision_alias
-
-install_torchvision_alias()
-
-import basicsr.test as basicsr_test  # noqa: E402
-import defocusgan_plugin  # noqa: E402,F401  (registers the plugin)
-
-from defocusgan_plugin.utils.options import parse_options, patched  # noqa: E402
+# Running this module imported the defocusgan_plugin package first (torchvision alias, registrations).
+from defocusgan_plugin.utils.options import parse_options, patched
 
 
 def test_pipeline(root_path, argv=None):

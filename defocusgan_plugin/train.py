@@ -8,6 +8,7 @@ Compared with ``basicsr/train.py`` it (1) writes ``experiments/``, ``tb_logger/`
 ``--local_rank``, (4) resumes on CPU and exactly: the RNG states and the position inside the epoch are saved next to
 each training state (``<iter>.loop``), so 4 iterations equal 2 + resume + 2 when ``num_worker_per_gpu`` is 0.
 """
+import contextlib
 import datetime
 import logging
 import math
@@ -15,24 +16,21 @@ import os
 import sys
 import time
 import torch
+from basicsr.data import build_dataloader, build_dataset
+from basicsr.data.data_sampler import EnlargedSampler
+from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
+from basicsr.models import build_model
+from basicsr.train import init_tb_loggers
+from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_root_logger, get_time_str,
+                           make_exp_dirs, mkdir_and_rename, scandir)
+from basicsr.utils.options import copy_opt_file, dict2str
 from os import path as osp
 
-from defocusgan_plugin._startup import install_torchvision_alias
-
-install_torchvision_alias()
-
-import defocusgan_plugin  # noqa: E402,F401  (registers the plugin)
-from basicsr.data import build_dataloader, build_dataset  # noqa: E402
-from basicsr.data.data_sampler import EnlargedSampler  # noqa: E402
-from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher  # noqa: E402
-from basicsr.models import build_model  # noqa: E402
-from basicsr.train import init_tb_loggers  # noqa: E402
-from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_root_logger,  # noqa: E402
-                           get_time_str, make_exp_dirs, mkdir_and_rename, scandir)
-from basicsr.utils.options import copy_opt_file, dict2str  # noqa: E402
-
-from defocusgan_plugin.utils.checkpoint import gather_rng_states, load_checkpoint, save_object, set_rng_states  # noqa
-from defocusgan_plugin.utils.options import parse_options  # noqa: E402
+# Running this module imported the defocusgan_plugin package first: the torchvision alias and the registrations are
+# in place before the basicsr imports above.
+from defocusgan_plugin.models.dp_base_model import AMP_DTYPES, RobustBaseModel
+from defocusgan_plugin.utils.checkpoint import gather_rng_states, load_checkpoint, save_object, set_rng_states
+from defocusgan_plugin.utils.options import parse_options
 
 
 class ResumableSampler(EnlargedSampler):
@@ -60,8 +58,13 @@ def create_train_val_dataloader(opt, logger):
             enlarge = dataset_opt.get('dataset_enlarge_ratio', 1)
             train_set = build_dataset(dataset_opt)
             train_sampler = ResumableSampler(train_set, opt['world_size'], opt['rank'], enlarge)
-            train_loader = build_dataloader(train_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
-                                            sampler=train_sampler, seed=opt['manual_seed'])
+            train_loader = build_dataloader(
+                train_set,
+                dataset_opt,
+                num_gpu=opt['num_gpu'],
+                dist=opt['dist'],
+                sampler=train_sampler,
+                seed=opt['manual_seed'])
             # BasicSR's train loader drops the last incomplete batch: count what it really yields
             iters_per_epoch = len(train_loader)
             if iters_per_epoch == 0:
@@ -76,8 +79,14 @@ def create_train_val_dataloader(opt, logger):
                         f'{total_epochs}; iters: {total_iters}.')
         elif phase.split('_')[0] == 'val':
             val_set = build_dataset(dataset_opt)
-            val_loaders.append(build_dataloader(val_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
-                                                sampler=None, seed=opt['manual_seed']))
+            val_loaders.append(
+                build_dataloader(
+                    val_set,
+                    dataset_opt,
+                    num_gpu=opt['num_gpu'],
+                    dist=opt['dist'],
+                    sampler=None,
+                    seed=opt['manual_seed']))
             logger.info(f'Number of val images/folders in {dataset_opt["name"]}: {len(val_set)}')
         else:
             raise ValueError(f"Dataset phase '{phase}' is not recognised: use train, val or val_<name>.")
@@ -100,8 +109,9 @@ def find_resume_state(opt):
                     reverse=True)
     for it in states:
         path = osp.join(state_dir, f'{it}.state')
-        if all(osp.isfile(osp.join(opt['root_path'], 'experiments', opt['name'], 'models', f))
-               for f in _network_files(opt, it)):
+        if all(
+                osp.isfile(osp.join(opt['root_path'], 'experiments', opt['name'], 'models', f))
+                for f in _network_files(opt, it)):
             opt['path']['resume_state'] = path
             return path
         print(f'Skipping training state {path}: its network files are missing.', flush=True)
@@ -132,6 +142,54 @@ def save_loop_state(opt, epoch, current_iter, epoch_iter):
         save_object(loop, osp.join(opt['path']['training_states'], f'{current_iter}.loop'))
 
 
+# BasicSR model -> the plugin model that trains the same way with every speed option
+PLUGIN_EQUIVALENTS = {'SRModel': 'DPDeblurModel', 'SRGANModel': 'DefocusGANModel', 'ESRGANModel': 'DefocusGANModel'}
+
+
+def basicsr_model_speed(model, opt):
+    """Applies ``train.amp`` and ``train.channels_last`` to one of BasicSR's own models (the plugin's models apply
+    the speed options themselves).
+
+    BasicSR's ``optimize_parameters`` then runs whole under bf16 autocast (losses and backward included, with
+    autocast's own fp32 list for the losses). What cannot work safely with an unmodified BasicSR model is refused:
+    fp16 (no GradScaler: its fp16 gradients could underflow unnoticed) and ``compile`` (the compiled wrapper's
+    ``_orig_mod.`` prefix would enter BasicSR's saved key names).
+
+    Returns:
+        callable: A context manager factory for ``optimize_parameters`` (autocast, or a no-op).
+    """
+    if isinstance(model, RobustBaseModel):
+        return contextlib.nullcontext
+    train_opt = opt.get('train') or {}
+    amp, name = train_opt.get('amp') or False, type(model).__name__
+    instead = PLUGIN_EQUIVALENTS.get(name, 'DPDeblurModel or DefocusGANModel')
+    if amp is not False and amp not in AMP_DTYPES:
+        raise ValueError(f'Option train.amp must be false, bf16 or fp16, got {amp!r}.')
+    if amp == 'fp16':
+        raise ValueError(f"Option train.amp: fp16 needs a GradScaler, which BasicSR's {name} does not use; use amp: "
+                         f'bf16, or model_type: {instead} (the plugin model, which supports fp16).')
+    if train_opt.get('compile'):
+        raise ValueError(f"Option train.compile is not supported with BasicSR's {name} (its checkpoints would be saved "
+                         f"under torch.compile's '_orig_mod.' key names); use model_type: {instead}.")
+    channels_last = train_opt.get('channels_last', False)
+    if not isinstance(channels_last, bool):
+        raise ValueError(f'Option train.channels_last must be true or false, got {channels_last!r}.')
+    if channels_last:  # the networks and the losses' networks (e.g. VGG), in place: the optimisers keep their params
+        for value in list(vars(model).values()):
+            if isinstance(value, torch.nn.Module):
+                model.get_bare_model(value).to(memory_format=torch.channels_last)
+    if amp or channels_last:
+        get_root_logger().info(f"Speed options for BasicSR's {name}: amp {amp or 'off'} (optimize_parameters under "
+                               f'autocast), channels_last {channels_last}.')
+    if not amp:
+        return contextlib.nullcontext
+    device = model.device
+    if device.type == 'cuda' and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise ValueError(f'Option train.amp: bf16 needs a GPU with bfloat16 support (Ampere or newer); '
+                         f'{torch.cuda.get_device_name(device)} has none.')
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def train_pipeline(root_path, argv=None):
     opt, args = parse_options(root_path, is_train=True, argv=argv)
     opt['root_path'] = root_path
@@ -152,6 +210,7 @@ def train_pipeline(root_path, argv=None):
 
     train_loader, train_sampler, val_loaders, total_epochs, total_iters = create_train_val_dataloader(opt, logger)
     model = build_model(opt)
+    speed = basicsr_model_speed(model, opt)  # before resuming: the optimiser states load onto the converted params
     start_epoch, current_iter, epoch_iter, loop = 0, 0, 0, None
     if resume_state:
         model.resume_training(resume_state)
@@ -159,8 +218,8 @@ def train_pipeline(root_path, argv=None):
         loop = resume_state.get('loop')
         if loop is not None:
             epoch_iter = loop['epoch_iter']
-        logger.info(f'Resuming training from epoch: {start_epoch}, iter: {current_iter}'
-                    + ('' if loop else ' (no .loop file: the epoch restarts and RNG states are not restored)'))
+        logger.info(f'Resuming training from epoch: {start_epoch}, iter: {current_iter}' +
+                    ('' if loop else ' (no .loop file: the epoch restarts and RNG states are not restored)'))
 
     msg_logger = MessageLogger(opt, current_iter, tb_logger)
     prefetch_mode = opt['datasets']['train'].get('prefetch_mode')
@@ -195,7 +254,8 @@ def train_pipeline(root_path, argv=None):
                 break
             model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
             model.feed_data(train_data)
-            model.optimize_parameters(current_iter)
+            with speed():
+                model.optimize_parameters(current_iter)
             iter_timer.record()
             if current_iter == 1:
                 msg_logger.reset_start_time()

@@ -5,6 +5,10 @@
     python scripts/benchmark_dp_joint.py speed --device cpu --sizes 128x96 256x192 --threads 1
     # quality against iterations on the embedded synthetic test split (python scripts/make_synthetic_dpdd.py first)
     python scripts/benchmark_dp_joint.py quality --device cpu --crop 96 --images 3 --reference-iters 3000
+    # the two presets on a folder in the Pixel-4 release layout (real, or python scripts/make_fake_pixel4.py)
+    python scripts/benchmark_dp_joint.py pixel4 --data datasets/pixel4_fake --presets fast release --threads 2
+    # cost of one iteration of the release objective per level of the 1008x1344 Pixel-4 crop (6x8 kernel grid)
+    python scripts/benchmark_dp_joint.py profile --device cpu --threads 2
 
 ``speed`` renders a DP pair of the Middlebury motorcycle (real depth, |CoC| up to 25 px at 1680 px wide, scaled
 with the width) with the synthetic data's PSF and times the default solver (coarse to fine, cross-convolution start,
@@ -12,7 +16,13 @@ early stopping), reporting seconds per image, iterations per level, milliseconds
 and peak memory (CUDA). ``quality`` compares, on crops of the synthetic test images with ground truth, the release's
 schedule (uniform start, full resolution only, lr 0.3 -> 0.1, with the plugin's loss weights: the release's own
 weights belong to its loss normalisation; PSNR of the all-in-focus image and AIWE(1) of the map recorded along one
-long run, ``--reference-iters`` long: 10 000 in the paper) with the plugin's fast schedules.
+long run, ``--reference-iters`` long: 10 000 in the paper) with the plugin's fast schedules. ``pixel4`` runs
+presets of the solver on raw DP scenes in the release layout (:class:`defocusgan_plugin.data.dp_raw_dataset.
+DPRawPixel4Dataset`, calibrated 6x8 kernels) and reports, per scene and on average, the all-in-focus PSNR against the
+input (L + R) / 2 (GT units, peak 1), AIWE(1) against the constant-map floor, seconds and iterations; the release
+preset is also scored along its run (100, 300, 1000, 3000, 10000 iterations). ``profile`` times one iteration (loss,
+backward, Adam step; wall and CPU seconds) of the release objective at each level of the fast preset on the 1008x1344
+crop with a 6x8 grid of kernels of the calibration's size.
 """
 import argparse
 import math
@@ -52,6 +62,7 @@ def sync(device):
 def motorcycle_pair(width, height, device):
     """A DP pair of the Middlebury motorcycle at ``width x height`` with |CoC| up to 25 px per 1680 px of width."""
     import cv2
+
     from defocusgan_plugin.data.dp_synthesis import embedded_scenes, sample_coc
     scene = embedded_scenes(max_side=None)[0]
     image = cv2.resize(scene['image'], (width, height), interpolation=cv2.INTER_CUBIC).clip(0, 1)
@@ -81,13 +92,22 @@ def run_speed(args, device):
         seconds = time.perf_counter() - start
         # one more timed pass of the full-resolution level alone, for the per-iteration cost
         stamps = []
-        full = DPJointSolver(bank, levels=[{'scale': 1.0, 'iters': args.timing_iters}], early_stop=None,
-                             max_radius=solver.max_radius, amp=args.amp)
+        full = DPJointSolver(
+            bank,
+            levels=[{
+                'scale': 1.0,
+                'iters': args.timing_iters
+            }],
+            early_stop=None,
+            max_radius=solver.max_radius,
+            amp=args.amp)
         full(left, right, out['range'], callback=lambda _: (sync(device), stamps.append(time.perf_counter())))
         per_iter = 1e3 * (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
         memory = f'{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB' if device.type == 'cuda' else 'n/a'
-        print(f'| {width}x{height} | {device_name(device)} | {seconds:.1f} | {out["iters"]} | {per_iter:.0f} | '
-              f'{memory} |', flush=True)
+        print(
+            f'| {width}x{height} | {device_name(device)} | {seconds:.1f} | {out["iters"]} | {per_iter:.0f} | '
+            f'{memory} |',
+            flush=True)
 
 
 def device_name(device):
@@ -104,8 +124,10 @@ def load_test_images(root, crop, count):
         raise FileNotFoundError(f'No test images under {root}; run python scripts/make_synthetic_dpdd.py first.')
     images = []
     for name in names:
-        read = [cv2.imread(os.path.join(root, folder, name), cv2.IMREAD_UNCHANGED)[:crop, :crop, ::-1] / 65535.0
-                for folder in ('test_l/source', 'test_r/source', 'test_c/source', 'test_c/target')]
+        read = [
+            cv2.imread(os.path.join(root, folder, name), cv2.IMREAD_UNCHANGED)[:crop, :crop, ::-1] / 65535.0
+            for folder in ('test_l/source', 'test_r/source', 'test_c/source', 'test_c/target')
+        ]
         coc = np.load(os.path.join(root, 'test_defocus', os.path.splitext(name)[0] + '.npy'))[:crop, :crop]
         images.append(dict(name=name, left=read[0], right=read[1], combined=read[2], target=read[3], coc=coc))
     return images
@@ -129,8 +151,16 @@ def run_quality(args, device):
         add('input (combined view)', (psnr(item['combined'], item['target']), float('nan'), 0.0, 0))
         # the release's schedule (uniform start, full resolution, lr 0.3 -> 0.1) with the plugin's loss weights and
         # estimated layer range, scored along one long run
-        reference = DPJointSolver(bank, levels=[{'scale': 1.0, 'iters': args.reference_iters}], lr=(0.3, 0.1),
-                                  init='uniform', early_stop=None, max_radius=args.max_radius)
+        reference = DPJointSolver(
+            bank,
+            levels=[{
+                'scale': 1.0,
+                'iters': args.reference_iters
+            }],
+            lr=(0.3, 0.1),
+            init='uniform',
+            early_stop=None,
+            max_radius=args.max_radius)
         start = time.perf_counter()
 
         def record(state, solver=reference, item=item, start=start):
@@ -157,26 +187,199 @@ def run_quality(args, device):
 
 
 FAST_SCHEDULES = {
-    'fast: c2f 1/4 -> 1/2 -> 1, cross start, early stop (demo)': [{'scale': 0.25, 'iters': 300},
-                                                                   {'scale': 0.5, 'iters': 100},
-                                                                   {'scale': 1.0, 'iters': 30}],
-    'fast: same, solver defaults (400/200/100)': [{'scale': 0.25, 'iters': 400}, {'scale': 0.5, 'iters': 200},
-                                                 {'scale': 1.0, 'iters': 100}],
+    'fast: c2f 1/4 -> 1/2 -> 1, cross start, early stop (demo)': [{
+        'scale': 0.25,
+        'iters': 300
+    }, {
+        'scale': 0.5,
+        'iters': 100
+    }, {
+        'scale': 1.0,
+        'iters': 30
+    }],
+    'fast: same, solver defaults (400/200/100)': [{
+        'scale': 0.25,
+        'iters': 400
+    }, {
+        'scale': 0.5,
+        'iters': 200
+    }, {
+        'scale': 1.0,
+        'iters': 100
+    }],
 }
+
+
+# ---------------------------------------------------------------------- Pixel-4 layout
+def pixel4_inputs(args):
+    """Dataset, calibrated bank and crop of a folder in the release layout."""
+    import cv2
+
+    from defocusgan_plugin.data.dp_raw_dataset import DPRawPixel4Dataset
+    from defocusgan_plugin.ops.kernel_bank import ResampledKernelBank
+    crop = args.pixel4_crop
+    if crop is None:  # the GT's size, else the Pixel-4 crop
+        gt = os.path.join(args.data, 'gt_all_in_focus_im')
+        names = sorted(os.listdir(gt)) if os.path.isdir(gt) else []
+        crop = list(cv2.imread(os.path.join(gt, names[0]), cv2.IMREAD_UNCHANGED).shape[:2]) if names else [1008, 1344]
+    dataset = DPRawPixel4Dataset({'dataroot': args.data, 'crop': crop})
+    calib = os.path.join(args.data, 'calibration')
+    bank = ResampledKernelBank.from_npy(
+        os.path.join(calib, 'blur_kernels_left.npy'),
+        os.path.join(calib, 'blur_kernels_right.npy'),
+        grid=[6, 8],
+        frame_size=crop,
+        trim=args.trim)
+    return dataset, bank, crop
+
+
+def run_pixel4(args, device):
+    from defocusgan_plugin.ops.dp_objective import exposure_factor
+    from defocusgan_plugin.ops.filters import bilateral_filter
+    dataset, bank, crop = pixel4_inputs(args)
+    max_radius = args.max_radius if args.max_radius else 1.9 * float(bank.radii[0])
+    scenes = range(min(args.images, len(dataset)))
+    print(f'{len(scenes)} scene(s) of {args.data}, crop {crop[0]}x{crop[1]}, {bank.describe()}, max_radius '
+          f'{max_radius:.1f} px, {device_name(device)}\n')
+    print('| preset | scene | iterations | seconds | input PSNR | AiF PSNR | gain (dB) | AIWE(1) floor | AIWE(1) | '
+          'below floor |')
+    print('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+    rows = {}
+    checkpoints = {100, 300, 1000, 3000, 10000}
+    for preset in args.presets:
+        overrides = {'levels': [{'scale': 1.0, 'iters': args.release_iters}]} if preset == 'release' else {}
+        solver = DPJointSolver(bank, preset=preset, max_radius=max_radius, **overrides)
+        for index in scenes:
+            sample = dataset[index]
+            scale = float(sample['norm_scale'])
+            gt, gt_map = sample['gt'][0].numpy(), sample['defocus'][0].numpy()
+            left, right = sample['lq_l'][None].to(device), sample['lq_r'][None].to(device)
+            floor = calculate_aiwe1(np.random.default_rng(0).normal(0, 1e-6, gt_map.shape), gt_map)
+            base = psnr(sample['lq_c'][0].numpy() * scale, gt)
+            eps = float(exposure_factor(torch.stack([left, right], 1)))
+            start = time.perf_counter()
+
+            def record(state,
+                       solver=solver,
+                       index=index,
+                       gt=gt,
+                       gt_map=gt_map,
+                       scale=scale,
+                       floor=floor,
+                       base=base,
+                       eps=eps,
+                       start=start):
+                if preset != 'release' or state['iteration'] not in checkpoints:
+                    return
+                aif, defocus, _ = solver.outputs(state['params'], state['radii'])
+                aif = bilateral_filter(eps * aif, **solver.post_filter) / eps
+                add_row(f'release, {state["iteration"]} it.', index, state['iteration'],
+                        time.perf_counter() - start, base, psnr(aif[0, 0].cpu().numpy() * scale, gt), floor,
+                        calculate_aiwe1(defocus[0, 0].cpu().numpy(), gt_map))
+
+            def add_row(label, index, iters, seconds, base, aif_psnr, floor, aiwe):
+                rows.setdefault(label, []).append((iters, seconds, base, aif_psnr, floor, aiwe))
+                print(
+                    f'| {label} | {index + 1:03d} | {iters} | {seconds:.0f} | {base:.2f} | {aif_psnr:.2f} | '
+                    f'{aif_psnr - base:+.2f} | {floor:.4f} | {aiwe:.4f} | {100 * (1 - aiwe / floor):.0f} % |',
+                    flush=True)
+
+            out = solver(left, right, callback=record)
+            sync(device)
+            add_row(preset, index, sum(out['iters']), out['seconds'], base,
+                    psnr(out['aif'][0, 0].cpu().numpy() * scale, gt), floor,
+                    calculate_aiwe1(out['defocus'][0, 0].cpu().numpy(), gt_map))
+    print('\nMean over the scenes:\n')
+    print('| preset | iterations | seconds / scene | AiF PSNR gain (dB) | AIWE(1) | floor | below floor |')
+    print('| --- | --- | --- | --- | --- | --- | --- |')
+    for label, values in rows.items():
+        v = np.asarray(values, dtype=np.float64).mean(0)
+        print(f'| {label} | {v[0]:.0f} | {v[1]:.0f} | {v[3] - v[2]:+.2f} | {v[5]:.4f} | {v[4]:.4f} | '
+              f'{100 * (1 - v[5] / v[4]):.0f} % |')
+
+
+def run_profile(args, device):
+    """Seconds per iteration of the release objective at each level of the fast preset, with a fake Pixel-4-like
+    calibration (6x8 grid, 61 px kernels of ~13 px radius at 1008x1344)."""
+    from defocusgan_plugin.data.fake_pixel4 import fake_calibration, fake_geometry
+    from defocusgan_plugin.ops.dp_joint import PRESETS
+    from defocusgan_plugin.ops.kernel_bank import ResampledKernelBank
+    width, height = (int(v) for v in args.profile_size.lower().split('x'))
+    kernels = fake_calibration(fake_geometry((height, width)))  # (2, 48, K, K)
+    bank = ResampledKernelBank(
+        kernels.transpose(0, 1)[None], [1.0], (6, 8),
+        frame_size=(height, width),
+        max_size=kernels.shape[-1],
+        trim=args.trim)
+    radius = 13.0 * width / 1344
+    print(f'One iteration (loss, backward, Adam step) of the release objective, 12 layers over 0..{1.6 * radius:.1f} '
+          f'px, grey {width}x{height} views, 6x8 kernel grid, kernel trim {args.trim:g}, {device_name(device)}:\n')
+    print('| level (scale) | size | kernel | wall s / iteration | CPU s / iteration |')
+    print('| --- | --- | --- | --- | --- |')
+    views = torch.rand(1, 2, 1, height, width, device=device) * 0.5
+    for level in PRESETS['fast']['levels']:
+        scale = level['scale']
+        size = (round(height * scale), round(width * scale))
+        small = torch.nn.functional.interpolate(views[0], size=size, mode='area')[None]
+        bank.frame_size = size
+        solver = DPJointSolver(
+            bank,
+            preset='fast',
+            levels=[{
+                'scale': 1.0,
+                'iters': args.timing_iters
+            }],
+            early_stop=None,
+            init='uniform',
+            post_filter=None)
+        walls, cpus, clock = [], [], {}
+
+        def tick(state, walls=walls, cpus=cpus, clock=clock):
+            sync(device)
+            now = (time.perf_counter(), time.process_time())
+            if 'last' in clock:
+                walls.append(now[0] - clock['last'][0])
+                cpus.append(now[1] - clock['last'][1])
+            clock['last'] = now
+
+        # radii in units of the fake calibration's reference (1.0 = its radius)
+        solver(small[:, 0], small[:, 1], radius_range=(0.0, 1.6 * scale), callback=tick)
+        ksize = bank(torch.tensor([1.6 * scale])).shape[-1]
+        print(f'| {scale:g} | {size[1]}x{size[0]} | {ksize} | {np.mean(walls):.2f} | {np.mean(cpus):.2f} |', flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('mode', choices=('speed', 'quality'))
+    parser.add_argument('mode', choices=('speed', 'quality', 'pixel4', 'profile'))
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
     parser.add_argument('--threads', type=int, default=None, help='CPU threads (torch.set_num_threads)')
     parser.add_argument('--sizes', nargs='+', default=['128x96', '256x192'], help='speed: WIDTHxHEIGHT')
     parser.add_argument('--timing-iters', type=int, default=20, help='speed: full-resolution iterations timed')
     parser.add_argument('--amp', action='store_true', help='bfloat16 autocast of the rendering (CUDA)')
-    parser.add_argument('--data', default='datasets/synthetic_dpdd', help='quality: synthetic DPDD root')
+    parser.add_argument(
+        '--data',
+        default=None,
+        help='quality: synthetic DPDD root (datasets/synthetic_dpdd); pixel4: release-layout folder '
+        '(datasets/pixel4)')
+    parser.add_argument('--presets', nargs='+', default=['fast', 'release'], help='pixel4: solver presets to run')
+    parser.add_argument('--release-iters', type=int, default=10000, help='pixel4: iterations of the release preset')
+    parser.add_argument(
+        '--pixel4-crop',
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=('H', 'W'),
+        help='pixel4: calibrated crop (default: the GT size, else 1008 1344)')
+    parser.add_argument('--trim', type=float, default=1e-3, help='pixel4: kernel trim (dp_joint.kernels.trim)')
+    parser.add_argument('--profile-size', default='1344x1008', help='profile: WIDTHxHEIGHT of the crop')
+    parser.add_argument('--profile-kernel', type=int, default=49, help='profile: largest kernel at full resolution')
     parser.add_argument('--crop', type=int, default=96, help='quality: top-left crop size')
     parser.add_argument('--images', type=int, default=3, help='quality: number of test images')
-    parser.add_argument('--max-radius', type=float, default=10.0, help='quality: largest |CoC| searched')
+    parser.add_argument(
+        '--max-radius',
+        type=float,
+        default=None,
+        help='quality: largest |CoC| searched (default 10); pixel4: default 1.9 x calibration radius')
     parser.add_argument('--reference-iters', type=int, default=10000, help='quality: length of the release run')
     args = parser.parse_args()
     if args.threads:
@@ -185,7 +388,12 @@ def main():
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no CUDA device is available here.')
     torch.manual_seed(0)
-    (run_speed if args.mode == 'speed' else run_quality)(args, device)
+    if args.mode == 'quality':
+        args.data = args.data or 'datasets/synthetic_dpdd'
+        args.max_radius = args.max_radius or 10.0
+    elif args.mode == 'pixel4':
+        args.data = args.data or 'datasets/pixel4'
+    {'speed': run_speed, 'quality': run_quality, 'pixel4': run_pixel4, 'profile': run_profile}[args.mode](args, device)
 
 
 if __name__ == '__main__':

@@ -36,8 +36,11 @@ def main():
     parser.add_argument('--kernels', type=int, nargs='+', default=[3, 5, 7, 9, 11, 15, 21, 31, 41, 51])
     parser.add_argument('--layers', type=int, default=26, help='layers N (radii 0..25)')
     parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--backward', choices=('none', 'layers', 'both'), default='none',
-                        help='also back-propagate to the layers (map phase) or to layers and kernels (kernel phase)')
+    parser.add_argument(
+        '--backward',
+        choices=('none', 'layers', 'both'),
+        default='none',
+        help='also back-propagate to the layers (map phase) or to layers and kernels (kernel phase)')
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--max-seconds', type=float, default=20.0, help='skip conv runs predicted slower than this')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -47,16 +50,19 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    mode = {'none': 'forward', 'layers': 'forward + backward to the layers',
-            'both': 'forward + backward to layers and kernels'}[args.backward]
+    mode = {
+        'none': 'forward',
+        'layers': 'forward + backward to the layers',
+        'both': 'forward + backward to layers and kernels'
+    }[args.backward]
     print(f'blur_layers, {args.layers} layers x 4 channels, batch {args.batch}, {mode}, {device} '
           f'({torch.get_num_threads()} CPU threads); seconds per call')
     print('| crop | K  |   fft    |   conv   | faster |')
     print('|------|----|----------|----------|--------|')
     crossover = {}
     for size in args.sizes:
-        layers = torch.rand(args.batch, args.layers, 4, size, size, device=device,
-                            requires_grad=args.backward != 'none')
+        layers = torch.rand(
+            args.batch, args.layers, 4, size, size, device=device, requires_grad=args.backward != 'none')
         conv_rate = None  # seconds per (K^2 * pixel * layer) from the last conv run, to predict the next
         crossover[size] = 0
         for k in args.kernels:
@@ -73,6 +79,7 @@ def main():
                     out = render.blur_layers(layers, kernels, method=method)
                     if args.backward != 'none':
                         out.sum().backward()
+
                 row[method] = timed(run, args.repeat, device)
                 if method == 'conv':
                     conv_rate = row[method] / work
@@ -80,10 +87,11 @@ def main():
             if conv_wins:
                 crossover[size] = k
             conv_text = f'{row["conv"]:8.4f}' if row['conv'] is not None else f'>{conv_rate * work:7.1f}'
-            print(f'| {size:4d} | {k:2d} | {row["fft"]:8.4f} | {conv_text} | {"conv" if conv_wins else "fft":>6s} |',
-                  flush=True)
-    print('\nLargest K where conv is faster, per crop size: ' +
-          ', '.join(f'{s}: {k or "none"}' for s, k in crossover.items()))
+            print(
+                f'| {size:4d} | {k:2d} | {row["fft"]:8.4f} | {conv_text} | {"conv" if conv_wins else "fft":>6s} |',
+                flush=True)
+    print('\nLargest K where conv is faster, per crop size: ' + ', '.join(f'{s}: {k or "none"}'
+                                                                          for s, k in crossover.items()))
     print(f'ops/render.py has CONV_MAX_KERNEL = {render.CONV_MAX_KERNEL}.')
 
 

@@ -19,17 +19,15 @@ import os
 import time
 import torch
 import yaml
+from basicsr.data import build_dataloader, build_dataset
 from os import path as osp
 from torch.utils.flop_counter import FlopCounterMode
 
 import defocusgan_plugin  # noqa: F401  (registers the plugin)
-from basicsr.data import build_dataloader, build_dataset
-from basicsr.utils import tensor2img
-from defocusgan_plugin.metrics import calculate_dpdd_psnr, calculate_dpdd_ssim, calculate_mae
+from defocusgan_plugin.metrics.dpdd_metric import input_scores
 from defocusgan_plugin.train import train_pipeline
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-METRICS = {'psnr': calculate_dpdd_psnr, 'ssim': calculate_dpdd_ssim, 'mae': calculate_mae}
 
 
 def make_options(base, iters, dataroot, defocusgan_feat):
@@ -67,31 +65,33 @@ def gmac_per_megapixel(net, channels, size=128):
 
 
 def make_test_loader(opt, dataroot):
-    dataset_opt = dict(opt['datasets']['val'], name='SyntheticDPDD_test', split='test', phase='test',
-                       dataroot=dataroot)
+    dataset_opt = dict(opt['datasets']['val'], name='SyntheticDPDD_test', split='test', phase='test', dataroot=dataroot)
     return build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0, dist=False, sampler=None)
-
-
-def input_scores(loader):
-    """Scores of the blurred combined view itself (what doing nothing gives), on 8-bit images as in validation."""
-    sums = dict.fromkeys(METRICS, 0.0)
-    for data in loader:
-        for key, fn in METRICS.items():
-            sums[key] += fn(tensor2img([data['lq']]), tensor2img([data['gt']]))
-    return {k: v / len(loader) for k, v in sums.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--opt', default=osp.join(ROOT, 'options', 'train', 'train_mccnet_synthetic.yml'),
-                        help='MCCNet training options whose budget both networks get')
+    parser.add_argument(
+        '--opt',
+        default=osp.join(ROOT, 'options', 'train', 'train_mccnet_synthetic.yml'),
+        help='MCCNet training options whose budget both networks get')
     parser.add_argument('--dataroot', default=osp.join(ROOT, 'datasets', 'synthetic_dpdd'))
-    parser.add_argument('--iters', type=int, default=None, help='iterations for each network (default: the option '
-                        "file's total_iter)")
-    parser.add_argument('--defocusgan-feat', type=int, nargs=3, default=None,
-                        help='num_feat of DefocusGANGenerator (default: its constructor default)')
-    parser.add_argument('--work-dir', default=osp.join(ROOT, 'demo_output', 'compare_mccnet'),
-                        help='experiments/ of both runs are written here')
+    parser.add_argument(
+        '--iters',
+        type=int,
+        default=None,
+        help='iterations for each network (default: the option '
+        "file's total_iter)")
+    parser.add_argument(
+        '--defocusgan-feat',
+        type=int,
+        nargs=3,
+        default=None,
+        help='num_feat of DefocusGANGenerator (default: its constructor default)')
+    parser.add_argument(
+        '--work-dir',
+        default=osp.join(ROOT, 'demo_output', 'compare_mccnet'),
+        help='experiments/ of both runs are written here')
     args = parser.parse_args()
     if not osp.isdir(args.dataroot):
         raise SystemExit(f'{args.dataroot} not found: run python scripts/make_synthetic_dpdd.py --out {args.dataroot}')
@@ -119,9 +119,13 @@ def main():
         loader = make_test_loader(opt, dataroot)
         model.validation(loader, current_iter=iters, tb_logger=None, save_img=False)
         net = model.get_bare_model(model.net_g)
-        rows.append(dict(label=label, params=sum(p.numel() for p in net.parameters()) / 1e6,
-                         gmac=gmac_per_megapixel(net, 6 if opt['datasets']['train']['input'] == 'dual' else 3),
-                         seconds=seconds, **model.metric_results))
+        rows.append(
+            dict(
+                label=label,
+                params=sum(p.numel() for p in net.parameters()) / 1e6,
+                gmac=gmac_per_megapixel(net, 6 if opt['datasets']['train']['input'] == 'dual' else 3),
+                seconds=seconds,
+                **model.metric_results))
     test_loader = make_test_loader(options[1][1], dataroot)  # single input: lq is the combined view
     blurred = input_scores(test_loader)
 

@@ -3,9 +3,11 @@
     python scripts/demo_summary.py --data datasets/synthetic_dpdd --out demo_output test_defocusgan_synthetic ...
 
 Each positional argument is an option file stem under ``options/``; its metrics are read from the newest BasicSR
-test log ``results/<name>/test_<name>_*.log`` (the numbers BasicSR printed, nothing recomputed). The input row
+test log ``results/<name>/test_<name>_*.log`` (the numbers BasicSR printed, nothing recomputed), with the protocol
+label the plugin's models log next to each value (``# psnr: 27.83 [16-bit reads, scored 8-bit, ...]``). The input row
 scores the blurred combined view against the target on the same split with the same metric functions. Writes
-``<out>/metrics.md`` and ``<out>/metrics.json`` and prints the table with the image folders.
+``<out>/metrics.md`` (the table, then what each number measured) and ``<out>/metrics.json`` (per method and metric:
+``value`` and ``protocol``) and prints the table with the image folders.
 """
 import argparse
 import glob
@@ -15,8 +17,9 @@ import re
 import yaml
 from os import path as osp
 
-METRIC_LINE = re.compile(r'^\s*# (\w+): (-?[\d.]+(?:e[-+]?\d+)?|nan|inf)', re.IGNORECASE)
-COLUMNS = ('psnr', 'ssim', 'mae', 'reblur_psnr', 'aiwe1', 'aiwe2', 'spearman')
+# '# name: value [label]' (a label may hold brackets itself, e.g. '[0, 1]'), then a tab ('Best: ...') or the line end
+METRIC_LINE = re.compile(r'^\s*# (\w+): (-?[\d.]+(?:e[-+]?\d+)?|nan|inf)(?: \[(.*?)\])?(?=\t|\s*$)', re.IGNORECASE)
+COLUMNS = ('psnr', 'ssim', 'mae', 'reblur_psnr', 'aiwe1', 'aiwe2', 'spearman')  # then any other metric found
 WHAT = {
     'defocus_map_synthetic': 'stage 1: defocus map (unsupervised) + reblur',
     'defocus_deconv_synthetic': 'stage 1 map + Wiener deconvolution',
@@ -32,8 +35,11 @@ def newest_test_log(name):
     return logs[-1] if logs else None
 
 
-def parse_metrics(log_path):
-    """Metric values of the last ``Validation`` block of a BasicSR log (``# name: value`` lines)."""
+def parse_validation(log_path):
+    """The last ``Validation`` block of a BasicSR log as ``{name: (value, protocol label or None)}``.
+
+    The plugin's models write ``# name: value [label]``; BasicSR's own models write no label.
+    """
     metrics, inside = {}, False
     with open(log_path) as f:
         for line in f:
@@ -42,31 +48,59 @@ def parse_metrics(log_path):
             elif inside:
                 match = METRIC_LINE.match(line)
                 if match:
-                    metrics[match.group(1)] = float(match.group(2))
+                    metrics[match.group(1)] = (float(match.group(2)), match.group(3))
                 elif line.strip():
                     inside = False
     return metrics
 
 
+def parse_metrics(log_path):
+    """Metric values of the last ``Validation`` block of a BasicSR log (``# name: value`` lines)."""
+    return {name: value for name, (value, _) in parse_validation(log_path).items()}
+
+
 def input_scores(dataroot, split):
-    """PSNR / SSIM / MAE of the blurred combined view against the target (16-bit reads, [0, 1])."""
+    """PSNR / SSIM / MAE of the blurred combined view against the target, on the files' values (float from their
+    own bit depth, [0, 1]); returns ``{name: (value, protocol label)}``."""
     import defocusgan_plugin  # noqa: F401  (heavy imports only here)
     from defocusgan_plugin.data.dpdd_dataset import DPDDDataset
-    from defocusgan_plugin.metrics import calculate_dpdd_psnr, calculate_dpdd_ssim, calculate_mae
+    from defocusgan_plugin.metrics import calculate_dpdd_psnr, calculate_dpdd_ssim, calculate_mae, metric_label
 
-    dataset = DPDDDataset({'name': 'input', 'phase': split, 'dataroot': dataroot, 'split': split, 'input': 'single',
-                           'load_dp_views': False})
-    sums = {'psnr': 0.0, 'ssim': 0.0, 'mae': 0.0}
+    dataset = DPDDDataset({
+        'name': 'input',
+        'phase': split,
+        'dataroot': dataroot,
+        'split': split,
+        'input': 'single',
+        'load_dp_views': False
+    })
+    functions = {'psnr': calculate_dpdd_psnr, 'ssim': calculate_dpdd_ssim, 'mae': calculate_mae}
+    sums, reads = dict.fromkeys(functions, 0.0), set()
     for item in dataset:
         img, gt = item['lq'].unsqueeze(0), item['gt'].unsqueeze(0)
-        sums['psnr'] += calculate_dpdd_psnr(img, gt)
-        sums['ssim'] += calculate_dpdd_ssim(img, gt)
-        sums['mae'] += calculate_mae(img, gt)
-    return {k: v / len(dataset) for k, v in sums.items()}
+        reads.add(int(item.get('bit_depth', 0)))
+        for name, function in functions.items():
+            sums[name] += function(img, gt)
+    return {
+        name: (sums[name] / len(dataset),
+               metric_label({'type': functions[name].__name__}, 'float', reads, 'the combined view itself'))
+        for name in functions
+    }
 
 
 def fmt(value):
     return '' if value is None else f'{value:.4f}'
+
+
+def protocol_lines(rows):
+    """One markdown line per method: its metrics grouped by protocol label."""
+    lines = []
+    for method, metrics in rows.items():
+        groups = {}
+        for name, (_, label) in metrics.items():
+            groups.setdefault(label or 'not logged (a BasicSR model: uint8 images from tensor2img)', []).append(name)
+        lines.append(f'- {method}: ' + '; '.join(f'{", ".join(names)} [{label}]' for label, names in groups.items()))
+    return lines
 
 
 def main():
@@ -86,22 +120,44 @@ def main():
         if log is None:
             missing.append(name)
             continue
-        rows[WHAT.get(name, name)] = parse_metrics(log)
+        rows[WHAT.get(name, name)] = parse_validation(log)
         images[WHAT.get(name, name)] = osp.join('results', name, 'visualization')
 
-    header = '| method | ' + ' | '.join(COLUMNS) + ' |'
-    lines = [header, '|' + ' --- |' * (len(COLUMNS) + 1)]
+    found = [m for metrics in rows.values() for m in metrics]
+    columns = list(COLUMNS) + [m for m in dict.fromkeys(found) if m not in COLUMNS]
+    header = '| method | ' + ' | '.join(columns) + ' |'
+    lines = [header, '|' + ' --- |' * (len(columns) + 1)]
     for method, metrics in rows.items():
-        lines.append(f'| {method} | ' + ' | '.join(fmt(metrics.get(c)) for c in COLUMNS) + ' |')
+        lines.append(f'| {method} | ' + ' | '.join(fmt(metrics.get(c, (None, ))[0]) for c in columns) + ' |')
     table = '\n'.join(lines)
+    protocol = '\n'.join(protocol_lines(rows))
     os.makedirs(args.out, exist_ok=True)
     with open(osp.join(args.out, 'metrics.md'), 'w') as f:
         f.write(f'Test split `{args.split}` of `{args.data}`. PSNR/SSIM/MAE on [0, 1] (higher/higher/lower); '
                 'reblur_psnr: stage-1 reblurred vs captured; aiwe1/aiwe2 (px) and spearman (1 - |rho|) of the '
-                'defocus map against ground truth (lower is better).\n\n' + table + '\n')
+                'defocus map against ground truth (lower is better).\n\n' + table + '\n\nProtocol (what each number '
+                'measured: read depth, depth scored at, model input, region, border crop):\n\n' + protocol + '\n')
     with open(osp.join(args.out, 'metrics.json'), 'w') as f:
-        json.dump({'split': args.split, 'data': args.data, 'rows': rows, 'images': images}, f, indent=2)
+        json.dump(
+            {
+                'split': args.split,
+                'data': args.data,
+                'images': images,
+                'rows': {
+                    method: {
+                        name: {
+                            'value': value,
+                            'protocol': label
+                        }
+                        for name, (value, label) in metrics.items()
+                    }
+                    for method, metrics in rows.items()
+                }
+            },
+            f,
+            indent=2)
     print(table)
+    print('\nProtocol:\n' + protocol)
     print('\nImages:')
     for method, folder in images.items():
         print(f'  {method:45s} {folder}')

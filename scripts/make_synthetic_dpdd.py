@@ -22,8 +22,12 @@ def main():
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
     start = time.time()
-    counts = write_synthetic_dpdd(args.out, max_side=args.max_side, coc_max=args.coc_max,
-                                  focus_per_scene=(args.train, args.val, args.test), seed=args.seed)
+    counts = write_synthetic_dpdd(
+        args.out,
+        max_side=args.max_side,
+        coc_max=args.coc_max,
+        focus_per_scene=(args.train, args.val, args.test),
+        seed=args.seed)
     print(f'Wrote {counts} images to {args.out} in {time.time() - start:.1f} s')
 
 

@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
-if python -c "import defocusgan_plugin, basicsr, skimage, lpips, pytest" 2>/dev/null; then
+if python -c "import defocusgan_plugin, basicsr, skimage, lpips, pytest, flake8, isort, yapf, matplotlib" 2>/dev/null; then
   echo "[setup] environment ready ($VENV)"
 else
   echo "[setup] installing torch, basicsr and the plugin (a few minutes the first time)"

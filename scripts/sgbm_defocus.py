@@ -17,8 +17,7 @@ import time
 import torch
 
 from defocusgan_plugin.data.dpdd_dataset import DPDDDataset
-from defocusgan_plugin.metrics.defocus_map_metric import (calculate_aiwe1, calculate_aiwe2,
-                                                          calculate_spearman_error)
+from defocusgan_plugin.metrics.defocus_map_metric import calculate_aiwe1, calculate_aiwe2, calculate_spearman_error
 
 METRICS = (('AIWE(1)', calculate_aiwe1), ('AIWE(2)', calculate_aiwe2), ('1-|rho|', calculate_spearman_error))
 
@@ -47,9 +46,14 @@ def sgbm_defocus(left, right, max_disp=4, upsample=4, block_size=5):
     left_up = cv2.resize(left, size, interpolation=cv2.INTER_CUBIC)
     right_up = cv2.resize(right, size, interpolation=cv2.INTER_CUBIC)
     num = int(np.ceil(2 * max_disp * upsample / 16.0)) * 16  # SGBM wants a multiple of 16
-    matcher = cv2.StereoSGBM_create(minDisparity=-num // 2, numDisparities=num, blockSize=block_size,
-                                    P1=8 * block_size**2, P2=32 * block_size**2, uniquenessRatio=5,
-                                    mode=cv2.STEREO_SGBM_MODE_HH)
+    matcher = cv2.StereoSGBM_create(
+        minDisparity=-num // 2,
+        numDisparities=num,
+        blockSize=block_size,
+        P1=8 * block_size**2,
+        P2=32 * block_size**2,
+        uniquenessRatio=5,
+        mode=cv2.STEREO_SGBM_MODE_HH)
     disp = matcher.compute(left_up, right_up).astype(np.float32) / 16.0
     invalid = disp < -num // 2
     if invalid.all():
@@ -63,9 +67,10 @@ def sgbm_defocus(left, right, max_disp=4, upsample=4, block_size=5):
 def load_map_net(opt_path, load_weights=True):
     """DefocusMapNet built (and loaded, unless ``load_weights`` is False) as the test option file says
     (network_map, path.pretrain_network_map)."""
-    import defocusgan_plugin  # noqa: F401  (registers the archs)
     from basicsr.archs import build_network
-    from defocusgan_plugin.utils.checkpoint import load_checkpoint
+
+    import defocusgan_plugin  # noqa: F401  (registers the archs)
+    from defocusgan_plugin.utils.checkpoint import load_state_dict_from
     from defocusgan_plugin.utils.options import read_yaml
     opt = read_yaml(opt_path)
     torch.manual_seed(0)
@@ -75,7 +80,7 @@ def load_map_net(opt_path, load_weights=True):
     weights = (opt.get('path') or {}).get('pretrain_network_map')
     if not weights:
         raise ValueError(f'{opt_path}: path.pretrain_network_map must point to a trained net_map_*.pth.')
-    net.load_state_dict(load_checkpoint(weights)[opt['path'].get('param_key_map', 'params')])
+    net.load_state_dict(load_state_dict_from(weights, opt['path'].get('param_key_map', 'params'))[0])
     return net.eval()
 
 
@@ -93,8 +98,10 @@ def main():
     dataset = DPDDDataset(dict(dataroot=args.data, split=args.split, phase='test', input='dual', name=args.split))
     if 'defocus' not in dataset.keys:
         raise SystemExit(f'{args.data}: no {args.split}_defocus folder of ground-truth maps to score against.')
-    methods = {'SGBM': lambda s: sgbm_defocus(to_gray8(s['lq_l']), to_gray8(s['lq_r']), args.max_disp,
-                                              args.upsample, args.block_size)}
+    methods = {
+        'SGBM':
+        lambda s: sgbm_defocus(to_gray8(s['lq_l']), to_gray8(s['lq_r']), args.max_disp, args.upsample, args.block_size)
+    }
     if args.opt:
         # the trained network, and the same arch untrained: its matching cue alone, to show what training adds
         for name, net in (('DefocusMapNet', load_map_net(args.opt)), ('untrained', load_map_net(args.opt, False))):

@@ -1,14 +1,12 @@
 """Shared fixtures: a tiny synthetic DPDD set, option-file helpers and in-process / subprocess runners."""
-import contextlib
 import copy
 import os
+import pytest
 import shutil
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 import yaml
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ROOT / 'options'
@@ -122,20 +120,64 @@ def run_python(args, cwd, env=None, timeout=600):
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault('OMP_NUM_THREADS', '1')
-    return subprocess.run([sys.executable, *args], cwd=str(cwd), env=full_env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, *args],
+                          cwd=str(cwd),
+                          env=full_env,
+                          capture_output=True,
+                          text=True,
                           timeout=timeout)
 
 
-@contextlib.contextmanager
-def basicsr_site_root(name):
-    """Yields the folder that BasicSR's own ``python -m basicsr.train`` / ``basicsr.test`` root themselves at (its
-    install folder, e.g. site-packages), and removes what a run called ``name`` wrote there afterwards."""
+def basicsr_checkout(folder):
+    """Copies the installed BasicSR's ``train.py`` and ``test.py`` to ``folder/BasicSR/basicsr/``, the layout of a
+    source checkout, and returns ``folder/BasicSR``.
+
+    ``python <root>/basicsr/train.py -opt X`` then runs BasicSR's unmodified entry point rooted at ``<root>`` (it
+    roots itself at its own file's parent folder), while ``import basicsr`` still finds the installed package: the
+    script's folder, first on ``sys.path``, holds no ``basicsr`` package. ``python -m basicsr.train`` would root at
+    the install folder (site-packages) instead.
+    """
+    import basicsr
+    root = Path(folder) / 'BasicSR'
+    (root / 'basicsr').mkdir(parents=True, exist_ok=True)
+    for name in ('train.py', 'test.py'):
+        shutil.copyfile(Path(basicsr.__file__).parent / name, root / 'basicsr' / name)
+    return root
+
+
+# Folders BasicSR's entry points create under their root; a test must create them only under its tmp paths.
+_OUTPUT_FOLDERS = ('experiments', 'results', 'tb_logger')
+
+
+def _outputs_outside_tmp():
+    """What a test could have written outside its tmp paths: the entries of BasicSR's output folders in the
+    installed basicsr's parent folder (site-packages) and in the repository, and site-packages' own modification
+    time (a folder created and removed again within the test changes it)."""
     import basicsr
     site_root = Path(basicsr.__file__).resolve().parents[1]
-    try:
-        yield site_root
-    finally:
-        for folder in ('experiments', 'results', 'tb_logger'):
-            shutil.rmtree(site_root / folder / name, ignore_errors=True)
-            if (site_root / folder).is_dir() and not any((site_root / folder).iterdir()):
-                (site_root / folder).rmdir()
+    listing = set()
+    for root in (site_root, ROOT):
+        for folder in _OUTPUT_FOLDERS:
+            if (root / folder).is_dir():
+                listing |= {str(root / folder / name) for name in os.listdir(root / folder)} | {str(root / folder)}
+    return listing, site_root, site_root.stat().st_mtime_ns
+
+
+@pytest.fixture(autouse=True)
+def no_writes_outside_tmp(request):
+    """Fails a test that left BasicSR outputs in site-packages or the repository, or created anything directly in
+    site-packages (a read-only virtual environment would make it fail anyway)."""
+    before, site_root, mtime = _outputs_outside_tmp()
+    yield
+    after, _, mtime_after = _outputs_outside_tmp()
+    if after - before:
+        pytest.fail(
+            f'{request.node.nodeid} wrote outside its tmp paths (or another process did meanwhile): '
+            f'{sorted(after - before)}; root runs at tmp_path (run_train / run_test / basicsr_checkout).',
+            pytrace=False)
+    if mtime_after != mtime:
+        pytest.fail(
+            f'{request.node.nodeid} created or removed files in {site_root} (its modification time changed; '
+            'or another process did meanwhile); run BasicSR\'s entry points through '
+            'basicsr_checkout(tmp_path).',
+            pytrace=False)

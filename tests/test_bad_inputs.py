@@ -7,17 +7,15 @@ fragments its message must contain (the table below), and checks that no file of
 or deleted. Add a case by adding a function and a table row.
 """
 import contextlib
-import io
-import os
-from pathlib import Path
-
 import cv2
+import io
 import numpy as np
+import os
 import pytest
 import torch
 import yaml
-
 from conftest import FAST, run_train, tiny_options
+from pathlib import Path
 
 SPLIT_FOLDERS = ('train_c/source', 'train_c/target', 'train_l/source', 'train_r/source')
 SRMODEL = 'train_srmodel_single_synthetic.yml'
@@ -164,11 +162,11 @@ def nan_in_float_image(tmp_path, data_root):
     return lambda: _dataset(tmp_path, phase='val')[0]
 
 
-def defocus_map_not_2d(tmp_path, data_root):
+def defocus_map_bad_shape(tmp_path, data_root):
     _dpdd(tmp_path)
     (tmp_path / 'train_defocus').mkdir()
-    for i in range(2):
-        np.save(tmp_path / 'train_defocus' / f'{i}.npy', np.zeros((2, 16, 16), np.float32))
+    for i in range(2):  # H x W and C x H x W are maps; a 4-D array is not
+        np.save(tmp_path / 'train_defocus' / f'{i}.npy', np.zeros((1, 2, 16, 16), np.float32))
     return lambda: _dataset(tmp_path, phase='val')[0]
 
 
@@ -213,8 +211,8 @@ def unknown_metric_type(tmp_path, data_root):
 
 
 def unknown_optimizer_type(tmp_path, data_root):
-    opt = _train_opt(tmp_path, data_root, 'train_mccnet_synthetic.yml', previous=False,
-                     **{'train:optim_g:type': 'AdamWW'})
+    opt = _train_opt(
+        tmp_path, data_root, 'train_mccnet_synthetic.yml', previous=False, **{'train:optim_g:type': 'AdamWW'})
     _previous_run(tmp_path, 'mccnet_synthetic')
     return _train(opt, tmp_path)
 
@@ -229,15 +227,25 @@ def unknown_scheduler_type(tmp_path, data_root):
 
 
 def negative_anneal_iters(tmp_path, data_root):
-    opt = tiny_options('train_defocusgan_synthetic.yml', tmp_path, data_root, dict(FAST, **{
-        'datasets:train:gt_size': 32, 'network_g:num_feat': [8, 8, 8], 'network_d:num_feat': 8,
-        'train:guidance:anneal_iters': -5}))
+    opt = tiny_options(
+        'train_defocusgan_synthetic.yml', tmp_path, data_root,
+        dict(
+            FAST, **{
+                'datasets:train:gt_size': 32,
+                'network_g:num_feat': [8, 8, 8],
+                'network_d:num_feat': 8,
+                'train:guidance:anneal_iters': -5
+            }))
     return _train(opt, tmp_path)
 
 
 def defocus_map_cap_not_positive(tmp_path, data_root):
-    opt = tiny_options('train_defocus_map_synthetic.yml', tmp_path, data_root, dict(FAST, **{
-        'datasets:train:gt_size': 32, 'network_map:cap': 0, 'network_map:num_feat': 8}))
+    opt = tiny_options('train_defocus_map_synthetic.yml', tmp_path, data_root,
+                       dict(FAST, **{
+                           'datasets:train:gt_size': 32,
+                           'network_map:cap': 0,
+                           'network_map:num_feat': 8
+                       }))
     return _train(opt, tmp_path)
 
 
@@ -246,8 +254,8 @@ def block_without_type(tmp_path, data_root):
 
 
 def missing_pretrain_file(tmp_path, data_root):
-    return _train(_train_opt(tmp_path, data_root, **{'path:pretrain_network_g': str(tmp_path / 'net_g_missing.pth')}),
-                  tmp_path)
+    return _train(
+        _train_opt(tmp_path, data_root, **{'path:pretrain_network_g': str(tmp_path / 'net_g_missing.pth')}), tmp_path)
 
 
 def missing_resume_state(tmp_path, data_root):
@@ -255,13 +263,18 @@ def missing_resume_state(tmp_path, data_root):
 
 
 def dual_input_with_three_channel_arch(tmp_path, data_root):
-    return _train(_train_opt(tmp_path, data_root, **{'datasets:train:input': 'dual', 'datasets:val:input': 'dual'}),
-                  tmp_path)
+    return _train(
+        _train_opt(tmp_path, data_root, **{
+            'datasets:train:input': 'dual',
+            'datasets:val:input': 'dual'
+        }), tmp_path)
 
 
 def unknown_dataset_phase(tmp_path, data_root):
+
     def mutate(o):
         o['datasets']['valid'] = o['datasets'].pop('val')
+
     # found when the loaders are built, after BasicSR made (and would archive) the experiment folder: no previous run
     return _train(_raw_opt(tmp_path, data_root, mutate, previous=False), tmp_path)
 
@@ -274,6 +287,7 @@ def launcher_without_torchrun_env(tmp_path, data_root):
             for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
                 mp.delenv(key, raising=False)
             run_train(opt, tmp_path, '--launcher', 'pytorch')
+
     return action
 
 
@@ -287,6 +301,7 @@ def nccl_without_cuda(tmp_path, data_root):
             for key, value in dict(RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT='29599').items():
                 mp.setenv(key, value)
             init_dist('pytorch', backend='nccl')
+
     return action
 
 
@@ -303,8 +318,8 @@ def cli_folder_without_images(tmp_path, data_root):
 def lpips_weights_missing(tmp_path, data_root):
     from basicsr.metrics import calculate_metric
     img = np.zeros((8, 8, 3), np.uint8)
-    return lambda: calculate_metric(dict(img=img, img2=img), dict(type='calculate_lpips',
-                                                                  alexnet_path=str(tmp_path / 'alex.pth')))
+    return lambda: calculate_metric(
+        dict(img=img, img2=img), dict(type='calculate_lpips', alexnet_path=str(tmp_path / 'alex.pth')))
 
 
 def truncated_checkpoint(tmp_path, data_root):
@@ -316,8 +331,8 @@ def truncated_checkpoint(tmp_path, data_root):
 
 
 def checkpoint_shape_mismatch(tmp_path, data_root):
-    from defocusgan_plugin.models.dp_base_model import DPBaseModel
-    model = DPBaseModel(dict(num_gpu=0, is_train=False, dist=False, path={}))
+    from defocusgan_plugin.models.dp_base_model import RobustBaseModel
+    model = RobustBaseModel(dict(num_gpu=0, is_train=False, dist=False, path={}))
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 3, 3))
     path = tmp_path / 'net_g_1.pth'
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 3, 3))
@@ -342,6 +357,7 @@ def read_only_output_folder(tmp_path, data_root):
                 img_io.write_image(str(target), np.zeros((4, 4, 3), np.float32))
         finally:
             target.parent.chmod(0o700)
+
     return action
 
 
@@ -359,7 +375,7 @@ CASES = [
     (unknown_input_mode, ValueError, ["'input'", 'triple']),
     (only_one_view_folder, ValueError, ['train_l/source', 'both']),
     (nan_in_float_image, ValueError, ['NaN', '0.tif']),
-    (defocus_map_not_2d, ValueError, ['Defocus map', '0.npy']),
+    (defocus_map_bad_shape, ValueError, ['Defocus map', '0.npy', 'C x H x W']),
     (synthetic_coc_cap_not_positive, ValueError, ['coc_max']),
     (missing_option_file, FileNotFoundError, ['Option file', 'missing.yml']),
     (yaml_syntax_error, ValueError, ['broken.yml', 'line']),
@@ -372,8 +388,8 @@ CASES = [
     (unknown_optimizer_type, KeyError, ['train_mccnet_synthetic.yml', 'train.optim_g', 'AdamWW',
                                         'Did you mean: AdamW']),
     (optimizer_basicsr_model_cannot_build, KeyError, ['train.optim_g', "'AdamW'", 'SRModel', '(supported: Adam)']),
-    (unknown_scheduler_type, KeyError, ['train.scheduler', 'CosineAnnealingLR',
-                                        'Did you mean: CosineAnnealingRestartLR']),
+    (unknown_scheduler_type, KeyError,
+     ['train.scheduler', 'CosineAnnealingLR', 'Did you mean: CosineAnnealingRestartLR']),
     (negative_anneal_iters, ValueError, ['train.guidance.anneal_iters', '-5']),
     (defocus_map_cap_not_positive, ValueError, ['DefocusMapNet', 'cap must be positive', 'got 0']),
     (block_without_type, KeyError, ['network_g', 'type']),
@@ -383,8 +399,9 @@ CASES = [
     (unknown_dataset_phase, ValueError, ['valid']),
     (launcher_without_torchrun_env, RuntimeError, ['RANK', 'torchrun']),
     (nccl_without_cuda, RuntimeError, ['nccl', 'gloo']),
-    (cli_folder_without_images, SystemExit, ['exit status 2', 'defocusgan-deblur: error: Input folder contains no '
-                                             'images', 'notes']),
+    (cli_folder_without_images, SystemExit,
+     ['exit status 2', 'defocusgan-deblur: error: Input folder contains no '
+      'images', 'notes']),
     (lpips_weights_missing, FileNotFoundError, ['alex.pth', 'alexnet_path']),
     (truncated_checkpoint, ValueError, ['net_g_10.pth', 'truncated']),
     (checkpoint_shape_mismatch, ValueError, ['net_g_1.pth', 'shape', '0.weight']),

@@ -1,9 +1,8 @@
 """Data layer: 16-bit reading, DPDD pairing, DP-aware augmentation, synthetic DP image formation."""
-import random
-
 import cv2
 import numpy as np
 import pytest
+import random
 import torch
 
 from defocusgan_plugin.data.dp_synthesis import linear_to_srgb, srgb_to_linear, synthesize_dp
@@ -66,16 +65,44 @@ def test_single_and_dual_inputs(tmp_path):
     assert torch.equal(dual['lq_c'], single['lq'])
 
 
-def test_hflip_swaps_views_and_vflip_keeps_them(tmp_path, monkeypatch):
+def _chw(bgr):
+    """A stored BGR uint16 array as the dataset returns it: RGB CHW float32 in [0, 1]."""
+    return torch.from_numpy(bgr[..., ::-1].astype(np.float32) / 65535).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize('input_mode', ['single', 'dual'])
+def test_hflip_swaps_views_and_vflip_keeps_them(tmp_path, monkeypatch, input_mode):
+    """Every key of an item flips with the views: gt, lq (combined or concat(L, R)) and the defocus map."""
     arrays = make_dpdd(tmp_path, n=1, names=['a'])
-    raw = {k: torch.from_numpy(arrays[(f'train_{f}/source', 'a')][..., ::-1].astype(np.float32) / 65535).permute(
-        2, 0, 1) for k, f in (('l', 'l'), ('r', 'r'))}
+    raw = {
+        key: _chw(arrays[(f'train_{folder}', 'a')])
+        for key, folder in (('lq', 'c/source'), ('gt', 'c/target'), ('l', 'l/source'), ('r', 'r/source'))
+    }
+    (tmp_path / 'train_defocus').mkdir()
+    coc = np.random.default_rng(1).normal(0, 3, (24, 32)).astype(np.float32)
+    np.save(tmp_path / 'train_defocus' / 'a.npy', coc)
+    raw['defocus'] = torch.from_numpy(coc)[None]
     monkeypatch.setattr(random, 'random', lambda: 0.0)  # every allowed flip happens
-    flipped = dpdd(tmp_path, gt_size=None, use_hflip=True, use_vflip=False)[0]
-    assert torch.allclose(flipped['lq_l'], raw['r'].flip(-1), atol=1e-6)  # the mirrored right view is the new left
-    assert torch.allclose(flipped['lq_r'], raw['l'].flip(-1), atol=1e-6)
-    vflipped = dpdd(tmp_path, gt_size=None, use_hflip=False, use_vflip=True)[0]
-    assert torch.allclose(vflipped['lq_l'], raw['l'].flip(-2), atol=1e-6)
+
+    def check(item, flip, swap):
+        left, right = (raw['r'], raw['l']) if swap else (raw['l'], raw['r'])
+        expected = {
+            'lq_l': left.flip(flip),
+            'lq_r': right.flip(flip),
+            'gt': raw['gt'].flip(flip),
+            'defocus': raw['defocus'].flip(flip)
+        }  # the signed CoC keeps its sign: depth does not change
+        expected['lq'] = torch.cat([expected['lq_l'], expected['lq_r']
+                                    ]) if input_mode == 'dual' else raw['lq'].flip(flip)
+        if input_mode == 'dual':
+            expected['lq_c'] = raw['lq'].flip(flip)
+        assert set(expected) <= set(item)
+        for key, value in expected.items():
+            assert torch.allclose(item[key], value, atol=1e-6), key
+
+    # the mirrored right view is the new left one
+    check(dpdd(tmp_path, gt_size=None, use_hflip=True, use_vflip=False, input=input_mode)[0], -1, swap=True)
+    check(dpdd(tmp_path, gt_size=None, use_hflip=False, use_vflip=True, input=input_mode)[0], -2, swap=False)
 
 
 def test_rotation_refused_for_dual_input(tmp_path):
@@ -84,10 +111,31 @@ def test_rotation_refused_for_dual_input(tmp_path):
         dpdd(tmp_path, input='dual', use_rot=True)
 
 
+def _locate(patch, full):
+    """All (top, left) where the CHW ``patch`` equals a window of the CHW ``full`` image."""
+    size_h, size_w = patch.shape[-2:]
+    return [(top, left) for top in range(full.shape[-2] - size_h + 1) for left in range(full.shape[-1] - size_w + 1)
+            if torch.equal(full[:, top:top + size_h, left:left + size_w], patch)]
+
+
+def _window(full, top, left, size):
+    return full[:, top:top + size, left:left + size]
+
+
 def test_random_crop_is_shared_and_checked(tmp_path):
     make_dpdd(tmp_path)
-    item = dpdd(tmp_path, gt_size=16, use_hflip=True)[0]
-    assert all(item[k].shape[-2:] == (16, 16) for k in ('lq', 'gt', 'lq_l', 'lq_r'))
+    ds, full = dpdd(tmp_path, gt_size=16), dpdd(tmp_path, phase='val')
+    random.seed(0)
+    windows = set()
+    for index in (0, 1) * 3:
+        item, ref = ds[index], full[index]
+        assert all(item[k].shape == (3, 16, 16) for k in ('lq', 'gt', 'lq_l', 'lq_r'))
+        found = _locate(item['gt'], ref['gt'])
+        assert len(found) == 1, found
+        windows.add(found[0])
+        for key in ('lq', 'lq_l', 'lq_r'):  # the same window of every image of the sample
+            assert torch.equal(item[key], _window(ref[key], *found[0], 16)), key
+    assert len(windows) > 1  # the window is random, not fixed
     with pytest.raises(ValueError, match='gt_size 64'):
         dpdd(tmp_path, gt_size=64)[0]
 
@@ -122,11 +170,18 @@ def test_drop_least_sharp_patches(tmp_path):
     assert sorted(p[2] for p in kept.patches) == [32, 48]  # the flat half was dropped
 
 
-def test_defocus_maps_follow_crops(tmp_path, synthetic_root):
-    item = dpdd(synthetic_root, gt_size=16)[0]
-    assert item['defocus'].shape == (1, 16, 16)
-    full = dpdd(synthetic_root, phase='val', split='val')[0]
-    assert full['defocus'].shape[-2:] == full['gt'].shape[-2:]
+def test_defocus_maps_follow_crops(synthetic_root):
+    ds, full = dpdd(synthetic_root, gt_size=16), dpdd(synthetic_root, phase='val', split='train')
+    random.seed(0)
+    windows = set()
+    for index in (0, 3, 5):
+        item, ref = ds[index], full[index]
+        assert item['defocus'].shape == (1, 16, 16) and ref['defocus'].shape[-2:] == ref['gt'].shape[-2:]
+        found = _locate(item['gt'], ref['gt'])
+        assert len(found) == 1, found
+        windows.add(found[0])
+        assert torch.equal(item['defocus'], _window(ref['defocus'], *found[0], 16))  # the map of those pixels
+    assert len(windows) == 3 and (0, 0) not in windows  # a map cropped at the corner would not pass
 
 
 # ---------------------------------------------------------------------------- synthetic image formation
@@ -143,8 +198,10 @@ def _grad_energy(img):
 def _xshift(a, b, max_shift=6):
     """Horizontal shift s maximising the correlation of a(x) with b(x - s) (on x-derivatives: a sharper peak)."""
     a, b = np.diff(a.mean(2), axis=1), np.diff(b.mean(2), axis=1)
-    scores = {s: float((a[:, max_shift:-max_shift] * np.roll(b, s, axis=1)[:, max_shift:-max_shift]).sum())
-              for s in range(-max_shift, max_shift + 1)}
+    scores = {
+        s: float((a[:, max_shift:-max_shift] * np.roll(b, s, axis=1)[:, max_shift:-max_shift]).sum())
+        for s in range(-max_shift, max_shift + 1)
+    }
     return max(scores, key=scores.get)
 
 
@@ -157,8 +214,10 @@ def test_zero_coc_leaves_image_unchanged():
 
 def test_larger_coc_blurs_more():
     img = _scene()
-    energies = [_grad_energy(synthesize_dp(img, np.full(img.shape[:2], r, np.float32))['combined'])
-                for r in (0.0, 1.0, 2.5, 5.0)]
+    energies = [
+        _grad_energy(synthesize_dp(img, np.full(img.shape[:2], r, np.float32))['combined'])
+        for r in (0.0, 1.0, 2.5, 5.0)
+    ]
     assert all(a > b for a, b in zip(energies, energies[1:])), energies
 
 
@@ -181,16 +240,24 @@ def test_combined_is_mean_of_views_in_linear_light():
 
 
 def test_written_set_keeps_combined_equal_to_mean_of_views(synthetic_root):
-    c, l_, r = (cv2.imread(str(synthetic_root / f'test_{f}/source/motorcycle_00.png'), cv2.IMREAD_UNCHANGED)
-                for f in ('c', 'l', 'r'))
+    c, l_, r = (
+        cv2.imread(str(synthetic_root / f'test_{f}/source/motorcycle_00.png'), cv2.IMREAD_UNCHANGED)
+        for f in ('c', 'l', 'r'))
     assert c.dtype == np.uint16
     lin = [srgb_to_linear(x.astype(np.float32) / 65535) for x in (c, l_, r)]
     assert np.abs(lin[0] - 0.5 * (lin[1] + lin[2])).max() < 2e-4  # 16-bit quantisation only
 
 
 def test_synthetic_dataset_items(tmp_path):
-    opt = dict(name='s', type='SyntheticDPDataset', phase='val', gt_size=48, coc_max=4, max_side=96, num_samples=3,
-               input='dual')
+    opt = dict(
+        name='s',
+        type='SyntheticDPDataset',
+        phase='val',
+        gt_size=48,
+        coc_max=4,
+        max_side=96,
+        num_samples=3,
+        input='dual')
     ds = SyntheticDPDataset(opt)
     a, b = ds[1], ds[1]
     assert a['lq'].shape == (6, 48, 48) and a['gt'].shape == (3, 48, 48) and a['defocus'].shape == (1, 48, 48)
@@ -204,13 +271,20 @@ def test_basicsr_paired_image_dataset_reads_the_written_set(synthetic_root):
     """The single-image path needs no plugin dataset: BasicSR's own PairedImageDataset pairs test_c/source with
     test_c/target by name (at 8 bits, as its imfrombytes decodes; DPDDDataset keeps the 16 bits)."""
     from basicsr.data.paired_image_dataset import PairedImageDataset
-    dataset = PairedImageDataset({'phase': 'val', 'io_backend': {'type': 'disk'}, 'scale': 1, 'filename_tmpl': '{}',
-                                  'dataroot_gt': str(synthetic_root / 'test_c' / 'target'),
-                                  'dataroot_lq': str(synthetic_root / 'test_c' / 'source')})
+    dataset = PairedImageDataset({
+        'phase': 'val',
+        'io_backend': {
+            'type': 'disk'
+        },
+        'scale': 1,
+        'filename_tmpl': '{}',
+        'dataroot_gt': str(synthetic_root / 'test_c' / 'target'),
+        'dataroot_lq': str(synthetic_root / 'test_c' / 'source')
+    })
     ours = DPDDDataset({'name': 'x', 'phase': 'val', 'dataroot': str(synthetic_root), 'split': 'test'})
     assert len(dataset) == len(ours) == 5
     item = dataset[0]  # BasicSR lists the folder unsorted: find the same file among ours
-    ref = next(ours[i] for i in range(len(ours)) if ours[i]['lq_path'].rsplit('/', 1)[-1] == item['lq_path'].rsplit(
-        '/', 1)[-1])
+    ref = next(ours[i] for i in range(len(ours))
+               if ours[i]['lq_path'].rsplit('/', 1)[-1] == item['lq_path'].rsplit('/', 1)[-1])
     assert item['lq'].shape == ref['lq'].shape
     assert (item['gt'] - ref['gt']).abs().max() < 1 / 255 + 1e-6  # the same image, rounded to 8 bits

@@ -1,16 +1,18 @@
-"""The defocusgan-deblur command: bit depth in = bit depth out, folders, tiling without seams, clear errors."""
-import math
-
+"""The defocusgan-deblur command: bit depth in = bit depth out, folders, tiling without seams, --tile auto,
+--half, --compile, clear errors. Tests meant for the CPU pass --device cpu (they also run on GPU hosts); the GPU
+paths have their own tests, skipped without CUDA."""
+import copy
 import cv2
+import math
 import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import run_python
 from test_defocusgan import one_thread  # noqa: F401  (autouse: one CPU thread for tiny tensors)
+
 from defocusgan_plugin.archs.defocusgan_arch import DefocusGANGenerator
-from defocusgan_plugin.deblur import deblur_tensor, main
+from defocusgan_plugin.deblur import AutoTiler, auto_tile_size, deblur_tensor, half_dtype, main
 
 NET = {'type': 'DefocusGANGenerator', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': [8, 8, 8]}
 
@@ -114,8 +116,12 @@ def test_default_architecture_and_console_entry(tmp_path, photo):
     torch.manual_seed(0)
     torch.save({'params_ema': DefocusGANGenerator().state_dict(), 'params': {}}, tmp_path / 'net_g.pth')
     cv2.imwrite(str(tmp_path / 'x.png'), photo[:40, :48])
-    proc = run_python(['-m', 'defocusgan_plugin.deblur', str(tmp_path / 'x.png'), '-o', str(tmp_path / 'out'),
-                       '--weights', str(tmp_path / 'net_g.pth'), '--half'], tmp_path)
+    proc = run_python([
+        '-m', 'defocusgan_plugin.deblur',
+        str(tmp_path / 'x.png'), '-o',
+        str(tmp_path / 'out'), '--weights',
+        str(tmp_path / 'net_g.pth'), '--half', '--device', 'cpu'
+    ], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '--half needs a CUDA device' in proc.stderr  # said, then run in fp32
     out = cv2.imread(str(tmp_path / 'out' / 'x.png'), cv2.IMREAD_UNCHANGED)
@@ -132,13 +138,125 @@ def test_clear_errors(tmp_path, weights, photo, capsys):
         return capsys.readouterr().err
 
     assert 'Input not found' in error([str(tmp_path / 'nope.png'), '-o', str(tmp_path), '--weights', weights[0]])
-    assert 'overwrite an input' in error([str(tmp_path / 'x.png'), '-o', str(tmp_path), '--weights', weights[0],
-                                          '--opt', weights[1]])
+    assert 'overwrite an input' in error(
+        [str(tmp_path / 'x.png'), '-o',
+         str(tmp_path), '--weights', weights[0], '--opt', weights[1]])
     msg = error([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--weights', weights[0]])
     assert 'does not match DefocusGANGenerator' in msg and '--opt' in msg  # small weights, default arch
-    assert 'Checkpoint not found' in error([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--weights',
-                                            str(tmp_path / 'none.pth')])
-    assert 'tile-overlap' in error([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--weights', weights[0],
-                                    '--opt', weights[1], '--tile', '32', '--tile-overlap', '32'])
-    assert "no 'params_ema' entry" in error([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'o'), '--weights',
-                                             weights[0], '--opt', weights[1], '--param-key', 'params_ema'])
+    assert 'Checkpoint not found' in error(
+        [str(tmp_path / 'x.png'), '-o',
+         str(tmp_path / 'o'), '--weights',
+         str(tmp_path / 'none.pth')])
+    assert 'tile-overlap' in error([
+        str(tmp_path / 'x.png'), '-o',
+        str(tmp_path / 'o'), '--weights', weights[0], '--opt', weights[1], '--tile', '32', '--tile-overlap', '32'
+    ])
+    assert "no 'params_ema' entry" in error([
+        str(tmp_path / 'x.png'), '-o',
+        str(tmp_path / 'o'), '--weights', weights[0], '--opt', weights[1], '--param-key', 'params_ema'
+    ])
+    assert "or 'auto'" in error(
+        [str(tmp_path / 'x.png'), '-o',
+         str(tmp_path / 'o'), '--weights', weights[0], '--tile', 'big'])
+
+
+def test_half_picks_bf16_where_supported(monkeypatch):
+    assert half_dtype(torch.device('cpu')) is None  # the CLI then says so and runs in fp32 (tested above)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
+    assert half_dtype(torch.device('cuda')) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: False)
+    assert half_dtype(torch.device('cuda:1')) == torch.float16
+
+
+def test_auto_tile_size_fits_the_free_memory():
+    mib = 2**20
+    assert auto_tile_size(100, 100, 1000, 100 * mib) == 0  # 10 MB needed, 70 MB usable: whole image
+    side = auto_tile_size(2000, 3000, 1000, 100 * mib, align=16, overlap=64)
+    assert side % 16 == 0 and side**2 * 1000 <= 0.7 * 100 * mib < (side + 16)**2 * 1000
+    with pytest.raises(ValueError, match='tile-overlap'):
+        auto_tile_size(2000, 3000, 1000, mib, align=16, overlap=64)  # 27 px tiles cannot hold the overlap
+
+
+def test_tile_auto_on_the_cpu(tmp_path, weights, photo):
+    tiler = AutoTiler(weights[2], torch.device('cpu'), 64)
+    assert tiler(1024, 700) == 0 and tiler(1120, 1680) == 1024
+    cv2.imwrite(str(tmp_path / 'x.png'), photo)
+    _run([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'auto'), '--tile', 'auto'], weights)
+    _run([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'whole')], weights)
+    assert np.array_equal(
+        cv2.imread(str(tmp_path / 'auto' / 'x.png'), cv2.IMREAD_UNCHANGED),
+        cv2.imread(str(tmp_path / 'whole' / 'x.png'), cv2.IMREAD_UNCHANGED))
+
+
+def test_compile_flag(tmp_path, weights, photo, monkeypatch, capsys):
+    # torch.compile's default (inductor) backend needs minutes of C++ compilation on a CPU: the dynamo trace with the
+    # 'eager' backend checks the wiring; a failing compilation must end with a clear error
+    calls, real_compile = [], torch.compile
+
+    def traced(net, **kwargs):
+        calls.append(net)
+        return real_compile(net, backend='eager', **kwargs)
+
+    monkeypatch.setattr(torch, 'compile', traced)
+    cv2.imwrite(str(tmp_path / 'x.png'), photo[:32, :32])
+    tiny = {
+        'type': 'EDSR',
+        'num_in_ch': 3,
+        'num_out_ch': 3,
+        'num_feat': 4,
+        'num_block': 1,
+        'upscale': 1,
+        'img_range': 1.0
+    }
+    from basicsr.archs import build_network
+    torch.manual_seed(0)
+    torch.save({'params': build_network(dict(tiny)).state_dict()}, tmp_path / 'tiny.pth')
+    with open(tmp_path / 'tiny.yml', 'w') as f:
+        yaml.safe_dump({'network_g': tiny}, f)
+    tiny_weights = (str(tmp_path / 'tiny.pth'), str(tmp_path / 'tiny.yml'))
+    _run([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'compiled'), '--compile'], tiny_weights)
+    _run([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'eager')], tiny_weights)
+    assert len(calls) == 1
+    compiled, eager = (cv2.imread(str(tmp_path / d / 'x.png'), cv2.IMREAD_UNCHANGED) for d in ('compiled', 'eager'))
+    assert np.abs(compiled.astype(int) - eager).max() <= 1
+
+    def broken(net, **kwargs):
+
+        def fail(x):
+            raise RuntimeError('backend exploded')
+
+        return fail
+
+    monkeypatch.setattr(torch, 'compile', broken)
+    with pytest.raises(SystemExit):
+        _run([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'broken'), '--compile'], tiny_weights)
+    err = capsys.readouterr().err
+    assert '--compile' in err and 'backend exploded' in err and 'without --compile' in err
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+
+
+@needs_cuda
+@pytest.mark.parametrize('extra', [['--half'], ['--tile', 'auto'], ['--half', '--tile', 'auto']])
+def test_gpu_paths_match_the_cpu_result(tmp_path, weights, photo, extra):
+    cv2.imwrite(str(tmp_path / 'x.png'), photo)
+    _run([str(tmp_path / 'x.png'), '-o', str(tmp_path / 'cpu')], weights)
+    main([
+        str(tmp_path / 'x.png'), '-o',
+        str(tmp_path / 'gpu'), '--weights', weights[0], '--opt', weights[1], '--device', 'cuda', *extra
+    ])
+    cpu, gpu = (cv2.imread(str(tmp_path / d / 'x.png'), cv2.IMREAD_UNCHANGED) / 65535.0 for d in ('cpu', 'gpu'))
+    tolerance = 2e-2 if '--half' in extra else 1e-3  # bf16 keeps ~3 significant digits; TF32 convolutions
+    assert np.abs(cpu - gpu).mean() < tolerance / 4 and np.abs(cpu - gpu).max() < 4 * tolerance
+
+
+@needs_cuda
+def test_auto_tile_measures_gpu_memory(weights):
+    tiler = AutoTiler(copy.deepcopy(weights[2]).cuda(), torch.device('cuda'), 64)
+    assert tiler(64, 64) == 0
+    assert tiler.bytes_per_pixel > 0
+    free, _ = torch.cuda.mem_get_info()
+    huge = int(math.sqrt(free / tiler.bytes_per_pixel)) * 2  # needs ~4x the free memory whole
+    side = tiler(huge, huge)
+    assert 0 < side < huge and side % weights[2].pad_multiple == 0

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 from basicsr.models import build_model
-
 from conftest import FAST, load_options, run_python, run_test, run_train, tiny_options
+
 from defocusgan_plugin.archs.blur_kernel_arch import LearnableBlurKernel
 from defocusgan_plugin.archs.defocus_map_arch import DefocusMapNet, SoftClip, view_correlation
 from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, synthesize_dp
 from defocusgan_plugin.losses.map_gradient_loss import MapGradientPriorLoss
 from defocusgan_plugin.losses.reblur_loss import ReblurGeometricLoss
-from defocusgan_plugin.metrics.defocus_map_metric import (calculate_aiwe1, calculate_aiwe2,
-                                                          calculate_spearman_error)
+from defocusgan_plugin.metrics.defocus_map_metric import calculate_aiwe1, calculate_aiwe2, calculate_spearman_error
+from defocusgan_plugin.models.defocus_map_model import DefocusMapModel
 from defocusgan_plugin.ops.deconv import deconv_layered
 from defocusgan_plugin.ops.render import reblur_coc
 
@@ -32,23 +32,57 @@ def scene():
     coc = np.where(xx < 24, -3.0, 3.0).astype(np.float32)
     views = synthesize_dp(image.astype(np.float32) / 255.0, coc, rng=None)
     t = {k: torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None] for k, v in views.items() if k != 'coc'}
-    return dict(gt=t['target'], lq_c=t['combined'], lq_l=t['left'], lq_r=t['right'], lq=torch.cat([t['left'],
-                t['right']], 1), defocus=torch.from_numpy(coc)[None, None], lq_path=['synthetic/scene.png'])
+    return dict(
+        gt=t['target'],
+        lq_c=t['combined'],
+        lq_l=t['left'],
+        lq_r=t['right'],
+        lq=torch.cat([t['left'], t['right']], 1),
+        defocus=torch.from_numpy(coc)[None, None],
+        lq_path=['synthetic/scene.png'])
 
 
 def model_options(tmp_path, network_iters=2, alternate_iters=2, lr=2e-3):
     return {
-        'name': 'unit', 'model_type': 'DefocusMapModel', 'num_gpu': 0, 'dist': False, 'is_train': True, 'rank': 0,
-        'world_size': 1, 'path': {'models': str(tmp_path), 'training_states': str(tmp_path),
-                                  'visualization': str(tmp_path / 'visualization')},
+        'name':
+        'unit',
+        'model_type':
+        'DefocusMapModel',
+        'num_gpu':
+        0,
+        'dist':
+        False,
+        'is_train':
+        True,
+        'rank':
+        0,
+        'world_size':
+        1,
+        'path': {
+            'models': str(tmp_path),
+            'training_states': str(tmp_path),
+            'visualization': str(tmp_path / 'visualization')
+        },
         # the cross-convolution cue is off: these tests exercise learning through the reblur loss alone
-        'network_map': dict(type='DefocusMapNet', cap=5, num_feat=16, num_level=2, num_block=1, corr_disp=3,
-                            corr_window=7, match_step=0),
-        'network_kernel': dict(type='LearnableBlurKernel', max_radius=5, **SYNTH_PSF),
-        'train': dict(optim_map=dict(type='Adam', lr=lr), optim_kernel=dict(type='Adam', lr=1e-2),
-                      reblur_opt=dict(type='ReblurGeometricLoss', loss_weight=1000.0, crop_border=3),
-                      prior_opt=dict(type='MapGradientPriorLoss', loss_weight=1e-3),
-                      phase_schedule=dict(network_iters=network_iters, alternate_iters=alternate_iters)),
+        'network_map':
+        dict(
+            type='DefocusMapNet',
+            cap=5,
+            num_feat=16,
+            num_level=2,
+            num_block=1,
+            corr_disp=3,
+            corr_window=7,
+            match_step=0),
+        'network_kernel':
+        dict(type='LearnableBlurKernel', max_radius=5, **SYNTH_PSF),
+        'train':
+        dict(
+            optim_map=dict(type='Adam', lr=lr),
+            optim_kernel=dict(type='Adam', lr=1e-2),
+            reblur_opt=dict(type='ReblurGeometricLoss', loss_weight=1000.0, crop_border=3),
+            prior_opt=dict(type='MapGradientPriorLoss', loss_weight=1e-3),
+            phase_schedule=dict(network_iters=network_iters, alternate_iters=alternate_iters)),
     }
 
 
@@ -116,8 +150,8 @@ def test_gradients_reach_map_and_kernels(scene):
     coc = (scene['defocus'] * 0.8).requires_grad_()
     kernels = module()
     combined, views = reblur_coc(scene['gt'], coc, kernels, module.dp_kernels(kernels), True)
-    loss = ReblurGeometricLoss(view_weight=1.0)(combined, scene['lq_c'], views, torch.stack([scene['lq_l'],
-                                                                                              scene['lq_r']], 1))
+    loss = ReblurGeometricLoss(view_weight=1.0)(combined, scene['lq_c'], views,
+                                                torch.stack([scene['lq_l'], scene['lq_r']], 1))
     loss = loss + MapGradientPriorLoss(edge_weight=5.0)(coc, scene['gt'])
     loss.backward()
     assert coc.grad.abs().sum() > 0 and torch.isfinite(coc.grad).all()
@@ -139,7 +173,7 @@ def test_view_difference_term_removes_the_wrong_sign_minimum(scene):
                 out.append(float(criterion(c, scene['lq_c'], v, captured)))
         return np.array(out)
 
-    with_diff = losses(ReblurGeometricLoss(crop_border=4))  # default: diff_weight 5
+    with_diff = losses(ReblurGeometricLoss(diff_weight=5.0, crop_border=4))  # the plugin's weight (release: 0)
     views_only = losses(ReblurGeometricLoss(view_weight=1.0, diff_weight=0.0, crop_border=4))
     assert (np.diff(with_diff) < 0).all()
     assert views_only[0] < views_only[4]  # per-view L1 alone: the wrong sign beats no blur (a local minimum)
@@ -196,8 +230,8 @@ def test_map_metrics_are_affine_invariant_and_robust():
     pred = 0.5 * gt + 0.1 * rng.normal(size=gt.shape)
     target = gt.copy()
     target.flat[::10] += 20.0  # 10 % gross errors
-    brute = min(np.abs(target - a * pred - b).mean() for a in np.linspace(1.6, 2.2, 121)
-                for b in np.linspace(-0.3, 0.3, 121))
+    brute = min(
+        np.abs(target - a * pred - b).mean() for a in np.linspace(1.6, 2.2, 121) for b in np.linspace(-0.3, 0.3, 121))
     least_squares = np.polyfit(pred.ravel(), target.ravel(), 1)
     assert calculate_aiwe1(pred, target) < 1.02 * brute  # 5 reweighting iterations, as Garg et al.
     assert calculate_aiwe1(pred, target, iterations=30) < 1.002 * brute
@@ -228,8 +262,13 @@ def test_phase_schedule_and_frozen_parts_stay_bit_identical(tmp_path, scene):
     model.feed_data(scene)
 
     def snapshot():
-        return ({k: v.clone() for k, v in model.net_map.state_dict().items()},
-                {k: v.clone() for k, v in model.net_kernel.state_dict().items()})
+        return ({
+            k: v.clone()
+            for k, v in model.net_map.state_dict().items()
+        }, {
+            k: v.clone()
+            for k, v in model.net_kernel.state_dict().items()
+        })
 
     for it, trained in ((1, 'map'), (3, 'kernel'), (4, 'kernel'), (5, 'map')):
         before_map, before_kernel = snapshot()
@@ -261,8 +300,14 @@ def test_short_training_reduces_loss_and_finds_the_sign(tmp_path, scene):
 
 
 def test_cross_convolution_cue_starts_at_the_right_signed_map(scene):
-    net = DefocusMapNet(cap=5, num_feat=8, num_level=2, num_block=1, match_step=0.5, match_window=7,
-                        psf=dict(SYNTH_PSF, profile='butterworth', ramp_width=1.0))
+    net = DefocusMapNet(
+        cap=5,
+        num_feat=8,
+        num_level=2,
+        num_block=1,
+        match_step=0.5,
+        match_window=7,
+        psf=dict(SYNTH_PSF, profile='butterworth', ramp_width=1.0))
     assert not any(k.startswith('match_') for k in net.state_dict())  # derived from options, not saved
     with torch.no_grad():
         out = net(scene['lq'])
@@ -287,14 +332,23 @@ def test_model_rejects_inconsistent_options(tmp_path):
 
 
 # ---------------------------------------------------------------------- entry points
-TINY = dict(FAST, **{
-    'datasets:train:gt_size': 32, 'network_map:cap': 5, 'network_map:num_feat': 8, 'network_map:num_level': 2,
-    'network_map:corr_disp': 3, 'network_kernel:max_radius': 5, 'train:phase_schedule:network_iters': 1,
-    'train:phase_schedule:alternate_iters': 1, 'train:reblur_opt:crop_border': 2, 'train:prior_start_iter': 0})
+TINY = dict(
+    FAST, **{
+        'datasets:train:gt_size': 32,
+        'network_map:cap': 5,
+        'network_map:num_feat': 8,
+        'network_map:num_level': 2,
+        'network_map:corr_disp': 3,
+        'network_kernel:max_radius': 5,
+        'train:phase_schedule:network_iters': 1,
+        'train:phase_schedule:alternate_iters': 1,
+        'train:reblur_opt:crop_border': 2,
+        'train:prior_start_iter': 0
+    })
 TEST_NETS = {k: v for k, v in TINY.items() if k.startswith('network_')}
 
 
-def test_train_resume_test_and_deconvolve_through_basicsr(tmp_path, synthetic_root):
+def test_train_resume_test_and_deconvolve_through_basicsr(tmp_path, synthetic_root, monkeypatch):
     straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
     straight.mkdir(), resumed.mkdir()
     over = dict(TINY, **{'train:total_iter': 4, 'val:val_freq': 2})
@@ -310,21 +364,38 @@ def test_train_resume_test_and_deconvolve_through_basicsr(tmp_path, synthetic_ro
     assert model.phase == 'kernel'  # iterations 1 network, 2 kernel, 3 network, 4 kernel
 
     # 2 iterations + resume + 2 more == 4 straight (both networks, and the phase comes back)
-    half = tiny_options('train_defocus_map_synthetic.yml', resumed, synthetic_root, dict(over, **{
-        'train:total_iter': 2}))
+    half = tiny_options('train_defocus_map_synthetic.yml', resumed, synthetic_root,
+                        dict(over, **{'train:total_iter': 2}))
     run_train(half, resumed)
-    model = run_train(tiny_options('train_defocus_map_synthetic.yml', resumed, synthetic_root, over), resumed,
-                      '--auto_resume')
+    state = torch.load(
+        resumed / 'experiments' / 'defocus_map_synthetic' / 'training_states' / '2.state', weights_only=True)
+    assert state['iter'] == 2 and state['extra']['phase'] == 'kernel'
+    seen = []  # (iteration, phase before it) for every iteration the resumed run trains
+    train_step = DefocusMapModel.optimize_parameters
+
+    def recording(self, current_iter):
+        seen.append((current_iter, self.phase))
+        return train_step(self, current_iter)
+
+    monkeypatch.setattr(DefocusMapModel, 'optimize_parameters', recording)
+    model = run_train(
+        tiny_options('train_defocus_map_synthetic.yml', resumed, synthetic_root, over), resumed, '--auto_resume')
+    # iterations 1-2 are not trained again, and the model starts from the stored phase (a fresh model has none);
+    # the equal weights below need the stored optimiser states and RNG states as well
+    assert seen == [(3, 'kernel'), (4, 'network')]
     assert model.phase == 'kernel'
     for label in ('net_map', 'net_kernel'):
         a = torch.load(exp / 'models' / f'{label}_4.pth', weights_only=True)['params']
-        b = torch.load(resumed / 'experiments' / 'defocus_map_synthetic' / 'models' / f'{label}_4.pth',
-                       weights_only=True)['params']
+        b = torch.load(
+            resumed / 'experiments' / 'defocus_map_synthetic' / 'models' / f'{label}_4.pth',
+            weights_only=True)['params']
         assert all(torch.equal(a[k], b[k]) for k in a), label
 
     # test: maps (PNG + .npy usable as dataroot_defocus) and map metrics
-    weights = {'path:pretrain_network_map': str(exp / 'models' / 'net_map_latest.pth'),
-               'path:pretrain_network_kernel': str(exp / 'models' / 'net_kernel_latest.pth')}
+    weights = {
+        'path:pretrain_network_map': str(exp / 'models' / 'net_map_latest.pth'),
+        'path:pretrain_network_kernel': str(exp / 'models' / 'net_kernel_latest.pth')
+    }
     test_opt = tiny_options('test_defocus_map_synthetic.yml', straight, synthetic_root, dict(TEST_NETS, **weights))
     run_test(test_opt, straight)
     results = straight / 'results' / 'defocus_map_synthetic'
@@ -333,8 +404,7 @@ def test_train_resume_test_and_deconvolve_through_basicsr(tmp_path, synthetic_ro
     assert [p.name for p in maps] == sorted(p.name for p in (synthetic_root / 'test_defocus').glob('*.npy'))
 
     # deconvolution through BasicSR's own test pipeline (the plugin is found by the start-up hook)
-    deconv_opt = tiny_options('test_defocus_deconv_synthetic.yml', straight, synthetic_root,
-                              dict(TEST_NETS, **weights))
+    deconv_opt = tiny_options('test_defocus_deconv_synthetic.yml', straight, synthetic_root, dict(TEST_NETS, **weights))
     code = ('import sys; from basicsr.test import test_pipeline; '
             f'sys.argv[1:] = ["-opt", {str(deconv_opt)!r}]; test_pipeline({str(straight)!r})')
     proc = run_python(['-c', code], straight)

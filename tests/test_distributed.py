@@ -1,12 +1,10 @@
 """Distributed training on CPU: 2 processes through torchrun with gloo."""
 import os
+import pytest
 import signal
 import subprocess
 import sys
-
-import pytest
 import torch
-
 from conftest import FAST, load_options, tiny_options
 
 # Each rank runs the plugin's training pipeline and records, in its own process: every file saved (the plugin's
@@ -15,12 +13,12 @@ from conftest import FAST, load_options, tiny_options
 # is NaN on rank 1 only.
 _RANK_SCRIPT = r'''
 import logging, math, os, sys, torch
-from defocusgan_plugin.models.dp_base_model import DPBaseModel
+from defocusgan_plugin.models.dp_base_model import RobustBaseModel
 from defocusgan_plugin.train import train_pipeline
 
 saves, log_files, initial = [], [], {}
 real_save, real_replace = torch.save, os.replace
-real_file_handler, real_to_device = logging.FileHandler.__init__, DPBaseModel.model_to_device
+real_file_handler, real_to_device = logging.FileHandler.__init__, RobustBaseModel.model_to_device
 
 def counting_save(obj, f, *args, **kwargs):
     if isinstance(f, (str, os.PathLike)):  # in-memory saves (torch.distributed pickling objects) write nothing
@@ -42,7 +40,7 @@ def recording_to_device(self, net):
     return net
 
 torch.save, os.replace = counting_save, counting_replace
-logging.FileHandler.__init__, DPBaseModel.model_to_device = counting_file_handler, recording_to_device
+logging.FileHandler.__init__, RobustBaseModel.model_to_device = counting_file_handler, recording_to_device
 model = train_pipeline(os.getcwd(), sys.argv[1:])
 torch.save, os.replace = real_save, real_replace
 rank = int(os.environ['RANK'])
@@ -52,29 +50,46 @@ bare = {k: model.get_bare_model(v) for k, v in vars(model).items()
         if k.startswith('net_') and isinstance(v, torch.nn.Module)}
 nets = {k: (type(v).__name__, {n: t.cpu() for n, t in v.state_dict().items()}) for k, v in bare.items()}
 torch.save({'nets': nets, 'initial': initial, 'saves': saves, 'log_files': log_files, 'skipped': skipped,
-            'finite': finite}, f'rank{rank}.pt')
+            'finite': finite, 'backend': torch.distributed.get_backend(),
+            'devices': sorted({str(p.device) for n in bare.values() for p in n.parameters()})}, f'rank{rank}.pt')
 '''
 
 # option file -> (overrides, networks that must train)
 DDP_CASES = {
     # gan_start_iter 0: the critic trains from iteration 1 (the demo's 100 would leave it idle)
-    'train_defocusgan_synthetic.yml': ({'datasets:train:gt_size': 32, 'network_g:num_feat': [8, 8, 8],
-                                        'network_d:num_feat': 8, 'train:gan_start_iter': 0}, ('net_g', 'net_d')),
+    'train_defocusgan_synthetic.yml': ({
+        'datasets:train:gt_size': 32,
+        'network_g:num_feat': [8, 8, 8],
+        'network_d:num_feat': 8,
+        'train:gan_start_iter': 0
+    }, ('net_g', 'net_d')),
     # two networks, two optimisers: iteration 1 trains the map, iteration 2 the kernels
-    'train_defocus_map_synthetic.yml': ({'datasets:train:gt_size': 32, 'network_map:cap': 5, 'network_map:num_feat': 8,
-                                         'network_map:num_level': 2, 'network_map:corr_disp': 3,
-                                         'network_kernel:max_radius': 5, 'train:phase_schedule:network_iters': 1,
-                                         'train:phase_schedule:alternate_iters': 1, 'train:reblur_opt:crop_border': 2,
-                                         'val:save_img': False}, ('net_map', 'net_kernel')),
+    'train_defocus_map_synthetic.yml': ({
+        'datasets:train:gt_size': 32,
+        'network_map:cap': 5,
+        'network_map:num_feat': 8,
+        'network_map:num_level': 2,
+        'network_map:corr_disp': 3,
+        'network_kernel:max_radius': 5,
+        'train:phase_schedule:network_iters': 1,
+        'train:phase_schedule:alternate_iters': 1,
+        'train:reblur_opt:crop_border': 2,
+        'val:save_img': False
+    }, ('net_map', 'net_kernel')),
 }
 
 
-def _torchrun(args, cwd, timeout=300):
+def _torchrun(args, cwd, timeout=300, env=None):
     """Runs torchrun in its own process group, so that a hang (a collective one rank never joins) kills the ranks
     too, not just the launcher."""
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', *args], cwd=str(cwd), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    env = dict(os.environ, OMP_NUM_THREADS='1', **(env or {}))
+    proc = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', *args],
+                            cwd=str(cwd),
+                            env=env,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            text=True,
+                            start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -90,8 +105,9 @@ def test_two_process_gloo_training(tmp_path, synthetic_root, option):
     over = dict(FAST, **overrides, **{'train:total_iter': 2, 'val:val_freq': 1000, 'dist_params': {'backend': 'gloo'}})
     opt = tiny_options(option, tmp_path, synthetic_root, over)
     (tmp_path / 'rank_main.py').write_text(_RANK_SCRIPT)
-    code, output = _torchrun(['--standalone', '--nproc_per_node=2', 'rank_main.py', '-opt', str(opt), '--launcher',
-                              'pytorch'], tmp_path)
+    code, output = _torchrun(
+        ['--standalone', '--nproc_per_node=2', 'rank_main.py', '-opt',
+         str(opt), '--launcher', 'pytorch'], tmp_path)
     assert code == 0, output[-6000:]
     r0, r1 = torch.load(tmp_path / 'rank0.pt'), torch.load(tmp_path / 'rank1.pt')
 
@@ -103,6 +119,9 @@ def test_two_process_gloo_training(tmp_path, synthetic_root, option):
     for net in trained:
         cls, state = r0['nets'][net]
         assert any(not torch.equal(state[k], r0['initial'][cls][k]) for k in state), f'{net} did not train'
+
+    # the pinned backend and num_gpu: 0 hold on a GPU host too (else nccl with 2 ranks on one GPU)
+    assert r0['backend'] == r1['backend'] == 'gloo' and r0['devices'] == r1['devices'] == ['cpu']
 
     # a loss that is NaN on rank 1 only makes both ranks skip; the next finite step goes through on both
     assert r0['skipped'] and r1['skipped'] and r0['finite'] and r1['finite']
@@ -121,17 +140,23 @@ def test_two_process_gloo_training(tmp_path, synthetic_root, option):
 
 
 def test_basicsr_own_train_entry_runs_distributed_on_cpu(tmp_path, synthetic_root):
-    """``torchrun -m basicsr.train --launcher pytorch`` on CPU: BasicSR's init_dist would ask for CUDA/nccl; the
-    plugin rebinds it to its gloo-capable one when it is imported (by the start-up hook)."""
-    from conftest import basicsr_site_root
+    """``torchrun basicsr/train.py --launcher pytorch`` on CPU: BasicSR's init_dist would ask for CUDA/nccl; the
+    plugin rebinds it to its gloo-capable one when it is imported (by the start-up hook).
+
+    BasicSR's own option parser ignores ``dist_params`` for this launcher, so the backend follows CUDA: the ranks see
+    no GPU (else a GPU host would pick nccl for 2 ranks on one GPU). The entry point is BasicSR's file copied into a
+    checkout-like folder under tmp_path, so that it roots there rather than in site-packages.
+    """
+    from conftest import basicsr_checkout
     overrides, _ = DDP_CASES['train_defocusgan_synthetic.yml']
     over = dict(FAST, **overrides, **{'name': 'ddp_basicsr_entry_test', 'train:total_iter': 2, 'val:val_freq': 1000})
     opt = tiny_options('train_defocusgan_synthetic.yml', tmp_path, synthetic_root, over)
-    with basicsr_site_root('ddp_basicsr_entry_test') as site_root:
-        code, output = _torchrun(['--standalone', '--nproc_per_node=2', '-m', 'basicsr.train', '-opt', str(opt),
-                                  '--launcher', 'pytorch'], tmp_path)
-        assert code == 0, output[-6000:]
-        assert 'iter:       2' in output and 'l_d_gp' in output
-        ckpt = torch.load(site_root / 'experiments' / 'ddp_basicsr_entry_test' / 'models' / 'net_g_latest.pth',
-                          weights_only=True)['params']
-        assert ckpt and not any(k.startswith('module.') for k in ckpt)
+    checkout = basicsr_checkout(tmp_path)
+    args = ['--standalone', '--nproc_per_node=2', str(checkout / 'basicsr' / 'train.py'), '-opt', str(opt)]
+    code, output = _torchrun(args + ['--launcher', 'pytorch'], tmp_path, env={'CUDA_VISIBLE_DEVICES': ''})
+    assert code == 0, output[-6000:]
+    assert 'iter:       2' in output and 'l_d_gp' in output
+    ckpt = torch.load(
+        checkout / 'experiments' / 'ddp_basicsr_entry_test' / 'models' / 'net_g_latest.pth',
+        weights_only=True)['params']
+    assert ckpt and not any(k.startswith('module.') for k in ckpt)

@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 import re
 import torch
+from conftest import load_options, run_python, run_test, tiny_options
 from scipy.ndimage import gaussian_filter
 
-from conftest import load_options, run_python, run_test, tiny_options
 from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, linear_to_srgb, srgb_to_linear, synthesize_dp
-from defocusgan_plugin.ops.dp_joint import DPJointSolver
-from defocusgan_plugin.ops.kernel_bank import ParametricKernelBank, ResampledKernelBank, resample_kernels
-from defocusgan_plugin.ops.mpi import layer_radii, render_mpi
+from defocusgan_plugin.ops.dp_joint import DEFAULT_LEVELS, DPJointSolver
+from defocusgan_plugin.ops.kernel_bank import ParametricKernelBank, ResampledKernelBank, resample_kernels, trim_kernels
+from defocusgan_plugin.ops.mpi import grid_cells, layer_radii, render_mpi
 from defocusgan_plugin.ops.psf import centered_grid, dp_psf
+from defocusgan_plugin.ops.render import pad2d
 
 PSF = {k: v for k, v in DEFAULT_PSF.items() if k != 'profile'}  # the synthetic data's own PSF
 
@@ -39,8 +40,8 @@ def x_centroid(kernel):
 def test_single_in_focus_layer_renders_the_all_in_focus_image():
     aif = torch.rand(1, 3, 20, 24)
     alphas = torch.ones(1, 1, 1, 20, 24)
-    for bank in (ParametricKernelBank(**PSF), ResampledKernelBank(dp_psf([3.0], 11, **PSF).transpose(0, 1)[:, None],
-                                                                  [3.0])):
+    for bank in (ParametricKernelBank(**PSF),
+                 ResampledKernelBank(dp_psf([3.0], 11, **PSF).transpose(0, 1)[:, None], [3.0])):
         kernels = bank(torch.zeros(1))[0]
         views = render_mpi(aif[:, None], alphas, kernels)
         assert views.shape == (1, 2, 3, 20, 24)
@@ -100,8 +101,11 @@ def test_early_stopping_ends_a_level_on_a_plateau():
     stopped = DPJointSolver(ParametricKernelBank(**PSF), early_stop={'window': 10, 'rel_tol': 0.05}, **common)
     assert stopped(left, right, (-2.5, 2.5))['iters'][0] < 300
     # ~ runs every iteration
-    full = DPJointSolver(ParametricKernelBank(**PSF), early_stop=None, **dict(common, levels=[{'scale': 1.0,
-                                                                                               'iters': 12}]))
+    full = DPJointSolver(
+        ParametricKernelBank(**PSF), early_stop=None, **dict(common, levels=[{
+            'scale': 1.0,
+            'iters': 12
+        }]))
     assert full(left, right, (-2.5, 2.5))['iters'] == [12]
 
 
@@ -113,8 +117,9 @@ def test_mixed_precision_renders_like_float32():
     results = []
     for amp in (False, True):
         solver = DPJointSolver(ParametricKernelBank(**PSF), num_layers=2, colors='shared', amp=amp, blur_method='conv')
-        terms, rendered = solver.losses(to_linear(img), alphas, observed, solver.bank(layer_radii(-2, 2, 2))[0],
-                                        observed.mean(1))
+        terms, rendered = solver.losses(
+            to_linear(img), alphas, observed,
+            solver.bank(layer_radii(-2, 2, 2))[0], observed.mean(1))
         results.append(rendered)
     assert results[1].dtype == torch.float32 and torch.allclose(results[0], results[1], atol=1e-2)
     assert not torch.equal(results[0], results[1])  # the conv really ran in bfloat16
@@ -131,7 +136,69 @@ def test_spatially_varying_kernels_render_each_cell_with_its_own_kernels():
     assert torch.allclose(mixed[..., 12:, :], same[..., 12:, :], atol=1e-5)
 
 
+@pytest.mark.parametrize('size, method, pad_mode', [((24, 30), 'fft', 'reflect'), ((25, 31), 'conv', 'replicate'),
+                                                    ((48, 64), 'fft', 'replicate')])
+def test_grid_blur_is_one_batched_call_equal_to_blurring_each_cell(monkeypatch, size, method, pad_mode):
+    from defocusgan_plugin.ops import render
+    rows, cols = (2, 3) if size[0] < 48 else (6, 8)
+    layers = torch.rand(1, 1, 3, 2, *size, dtype=torch.float64)
+    kernels = torch.rand(rows * cols, 2, 3, 7, 7, dtype=torch.float64)
+    kernels /= kernels.sum((-2, -1), keepdim=True)
+    calls = []
+    convolve = render._convolve_valid
+    monkeypatch.setattr(render, '_convolve_valid', lambda *a, **k: calls.append(1) or convolve(*a, **k))
+    out = render.blur_layers_grid(layers, kernels, (rows, cols), method, pad_mode)
+    assert len(calls) == 1  # every cell, view and layer in one convolution call
+    for (top, bottom, left, right), cell_kernels in zip(grid_cells(*size, (rows, cols)), kernels):
+        whole = render.blur_layers(layers, cell_kernels, method, pad_mode)
+        assert torch.allclose(out[..., top:bottom, left:right], whole[..., top:bottom, left:right], atol=1e-9)
+
+
+def test_replicate_padding_extends_the_border_values():
+    x = torch.arange(12.0).reshape(1, 3, 4)
+    padded = pad2d(x, 2, 'replicate')
+    assert padded.shape == (1, 7, 8) and torch.equal(padded[0, :2, :2], torch.zeros(2, 2))
+    assert torch.equal(padded[0, -1, 2:-2], x[0, -1]) and torch.equal(pad2d(x, 1)[0, 0, 1:-1], x[0, 1])  # reflect
+
+
 # ---------------------------------------------------------------------- kernel banks
+def test_trimming_drops_only_negligible_outer_rings():
+    kernels = dp_psf([2.0, -3.0], 21, **PSF)  # far larger windows than the disks need
+    trimmed = trim_kernels(kernels, 1e-4)
+    assert trimmed.shape[-1] < 15 and torch.allclose(trimmed.sum((-2, -1)), torch.ones(2, 2))
+    half = (21 - trimmed.shape[-1]) // 2
+    inner = kernels[..., half:-half, half:-half]
+    assert float((1 - inner.sum((-2, -1))).max()) <= 1e-4  # what was cut
+    assert torch.allclose(trimmed, inner / inner.sum((-2, -1), keepdim=True))
+    assert trim_kernels(kernels, 0.0).shape[-1] >= trimmed.shape[-1]
+    bank = ResampledKernelBank(kernels.transpose(0, 1)[:1, None], [2.0], trim=1e-4)
+    assert bank(torch.tensor([2.0, 1.0])).shape[-1] < 15
+
+
+def test_calibration_radius_is_estimated_per_cell_and_described(tmp_path):
+    radii = torch.linspace(3.0, 5.0, 6)
+    cells = dp_psf(radii, 15, profile='disk', ramp_width=1.0)  # (2, 6, K, K): left/right of 6 cells
+    np.save(tmp_path / 'left.npy', cells[0].numpy())
+    np.save(tmp_path / 'right.npy', cells[1].numpy())
+    bank = ResampledKernelBank.from_npy(
+        str(tmp_path / 'left.npy'), str(tmp_path / 'right.npy'), grid=[2, 3], frame_size=[20, 30])
+    assert float(bank.radii[0]) == pytest.approx(float(radii.mean()), abs=0.3)  # disk-equivalent, about the centroid
+    text = bank.describe()
+    assert '2x3 grid of 15x15 kernels calibrated on 20x30 px' in text and 'reference radius +' in text
+    override = ResampledKernelBank.from_npy(
+        str(tmp_path / 'left.npy'), str(tmp_path / 'right.npy'), grid=[2, 3], radius=7.5)
+    assert float(override.radii[0]) == 7.5
+
+
+def test_fast_schedule_merges_levels_whose_blur_is_too_small_to_see():
+    solver = DPJointSolver(ParametricKernelBank(**PSF), preset='fast', max_radius=24)
+    assert solver.schedule(21.0) == [{'scale': 0.5, 'iters': 40}, {'scale': 1.0, 'iters': 10}]
+    assert solver.schedule(5.0) == [{'scale': 1.0, 'iters': 20}]  # 40 iterations at 1/2 cost 10 at full size
+    assert solver.search_scale == 0.25  # 'auto': the largest radius searched is 6 px at that resolution
+    assert DPJointSolver(ParametricKernelBank(**PSF)).schedule(2.0) == [dict(level) for level in DEFAULT_LEVELS]
+
+
+# ---------------------------------------------------------------------- kernel banks (calibrated files)
 def test_resampling_keeps_scale_one_flips_negative_scales_and_collapses_tiny_ones():
     kernels = dp_psf([4.0], 13, **PSF)[:, 0]  # (2, K, K): left, right
     assert torch.equal(resample_kernels(kernels, 1.0), kernels / kernels.sum((-2, -1), keepdim=True))
@@ -180,8 +247,8 @@ def test_calibrated_grid_bank_gives_one_kernel_set_per_cell(tmp_path):
     cells = dp_psf(torch.linspace(2, 4, 6), 11, **PSF)  # (2, 6, K, K): 6 cells of a 2x3 grid
     np.save(tmp_path / 'left.npy', cells[0].numpy())
     np.save(tmp_path / 'right.npy', cells[1].numpy())
-    bank = ResampledKernelBank.from_npy(str(tmp_path / 'left.npy'), str(tmp_path / 'right.npy'), grid=[2, 3],
-                                        radius=3.0)
+    bank = ResampledKernelBank.from_npy(
+        str(tmp_path / 'left.npy'), str(tmp_path / 'right.npy'), grid=[2, 3], radius=3.0)
     assert bank.grid == (2, 3)
     out = bank(torch.tensor([3.0, -1.5]))
     assert out.shape[:3] == (6, 2, 2)
@@ -201,8 +268,13 @@ def test_calibrated_loader_rejects_bad_files_with_clear_errors(tmp_path, case, m
     good = np.full((6, 11, 11), 1.0 / 121, np.float32)
     left, right = tmp_path / 'left.npy', tmp_path / 'right.npy'
     np.save(right, good)
-    bad = {'even': np.ones((6, 10, 10)), 'grid': good, 'nan': np.where(good > 0, np.nan, 0), 'zero': good * 0,
-           'mismatch': good[:4]}.get(case, good)
+    bad = {
+        'even': np.ones((6, 10, 10)),
+        'grid': good,
+        'nan': np.where(good > 0, np.nan, 0),
+        'zero': good * 0,
+        'mismatch': good[:4]
+    }.get(case, good)
     if case == 'corrupt':
         left.write_bytes(b'not a numpy file')
     elif case != 'missing':
@@ -213,18 +285,28 @@ def test_calibrated_loader_rejects_bad_files_with_clear_errors(tmp_path, case, m
     assert str(left) in str(err.value) and 'dp_joint.kernels' in str(err.value)
 
 
-def test_learned_kernels_from_a_stage1_checkpoint(tmp_path):
+@pytest.mark.parametrize('signed', [False, True])
+def test_learned_kernels_from_a_stage1_checkpoint(tmp_path, signed):
     from defocusgan_plugin.archs.blur_kernel_arch import LearnableBlurKernel
     from defocusgan_plugin.models.dp_joint_optim_model import build_kernel_bank
-    net = LearnableBlurKernel(max_radius=4)
-    with torch.no_grad():
-        net.logits.add_(0.3 * torch.randn_like(net.logits))  # as if learned
+    arch = {'max_radius': 4, 'signed': signed, 'param': 'raw' if signed else 'softmax'}
+    net = LearnableBlurKernel(**arch)
+    with torch.no_grad():  # as if learned; a signed set then differs between +r and -r
+        for p in net.parameters():
+            p.mul_(1 + 0.3 * torch.rand_like(p))
     path = tmp_path / 'net_kernel_10.pth'
     torch.save({'params': net.state_dict()}, path)
 
     class Stub:  # the model's option access and loader
-        opt = {'network_kernel': {'type': 'LearnableBlurKernel', 'max_radius': 4},
-               'path': {'pretrain_network_kernel': str(path)}}
+        opt = {
+            'network_kernel': {
+                'type': 'LearnableBlurKernel',
+                **arch
+            },
+            'path': {
+                'pretrain_network_kernel': str(path)
+            }
+        }
 
         def load_pretrained(self, module, label):
             module.load_state_dict(torch.load(self.opt['path'][f'pretrain_network_{label}'])['params'])
@@ -233,12 +315,19 @@ def test_learned_kernels_from_a_stage1_checkpoint(tmp_path):
     out = bank(torch.tensor([3.0, -3.0]))[0]
     expected = net.dp_kernels().detach()  # radii -4..4
     assert torch.allclose(out[:, 0], expected[:, 7], atol=1e-6)  # +3: the learned kernel itself
-    assert torch.allclose(out[:, 1], expected[:, 7].flip(-2, -1), atol=1e-6)  # -3: point-reflected
+    # -3: its own kernel (signed), or the +3 kernel split as stage 1 splits it (halves swapped), as in training
+    assert torch.allclose(out[:, 1], expected[:, 1], atol=1e-6)
 
 
 # ---------------------------------------------------------------------- the BasicSR model
 FAST_SOLVER = {
-    'dp_joint:solver:levels': [{'scale': 0.5, 'iters': 60}, {'scale': 1.0, 'iters': 20}],
+    'dp_joint:solver:levels': [{
+        'scale': 0.5,
+        'iters': 60
+    }, {
+        'scale': 1.0,
+        'iters': 20
+    }],
     'dp_joint:solver:max_radius': 5,
     'dp_joint:solver:num_layers': 6,
 }
@@ -262,8 +351,19 @@ def test_basicsr_test_writes_aif_maps_and_beats_the_input(tmp_path, synthetic_ro
 
 
 def test_grayscale_views(tmp_path, synthetic_root):
-    overrides = dict(FAST_SOLVER, **{'datasets:test_1:color': 'gray', 'val:metrics': {'psnr': {
-        'type': 'calculate_dpdd_psnr'}}, 'dp_joint:solver:levels': [{'scale': 0.5, 'iters': 30}]})
+    overrides = dict(
+        FAST_SOLVER, **{
+            'datasets:test_1:color': 'gray',
+            'val:metrics': {
+                'psnr': {
+                    'type': 'calculate_dpdd_psnr'
+                }
+            },
+            'dp_joint:solver:levels': [{
+                'scale': 0.5,
+                'iters': 30
+            }]
+        })
     opt_path = tiny_options('test_dp_joint_synthetic.yml', tmp_path, synthetic_root, overrides)
     run_test(opt_path, tmp_path)
     vis = tmp_path / 'results' / load_options(opt_path)['name'] / 'visualization' / 'SyntheticDPDD_test'

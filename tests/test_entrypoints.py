@@ -1,7 +1,7 @@
 """The plugin's train/test entry points with BasicSR's flags, rooted at the working directory."""
 import pytest
-
 from conftest import FAST, run_python, run_test, run_train, tiny_options
+
 from defocusgan_plugin.utils.options import normalize_argv
 
 

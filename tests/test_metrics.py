@@ -1,11 +1,10 @@
 """MAE / DPDD PSNR-SSIM / LPIPS metrics as BasicSR calls them."""
-import os
-import warnings
-
 import cv2
 import numpy as np
+import os
 import pytest
 import torch
+import warnings
 from basicsr.metrics import calculate_metric
 
 from defocusgan_plugin.metrics import lpips_metric
@@ -20,8 +19,20 @@ def test_mae_known_pairs_in_every_bit_depth():
     half = np.zeros((4, 4, 3), np.float32)
     half[:2] = 0.5
     assert calculate_metric(dict(img=half, img2=np.zeros_like(half)), dict(type='calculate_mae')) == pytest.approx(0.25)
-    assert calculate_metric(dict(img=half, img2=np.zeros_like(half)), dict(type='calculate_mae', crop_border=1)) == \
-        pytest.approx(0.25)
+
+
+@pytest.mark.parametrize('crop_border, mae', [(0, 27 / 36), (1, 7 / 16), (2, 0.25)])
+def test_crop_border_removes_that_many_pixels_per_edge(crop_border, mae):
+    """Errors of 1, 0.5 and 0.25 on the outer, middle and inner rings of a 6 x 6 image: each crop changes the value."""
+    err = np.full((6, 6, 3), 1.0)
+    err[1:-1, 1:-1] = 0.5
+    err[2:-2, 2:-2] = 0.25
+    zeros = np.zeros_like(err)
+    assert calculate_metric(dict(img=err, img2=zeros), dict(type='calculate_mae', crop_border=crop_border)) == \
+        pytest.approx(mae)
+    mse = float((err[crop_border:6 - crop_border, crop_border:6 - crop_border]**2).mean())
+    psnr = calculate_metric(dict(img=err, img2=zeros), dict(type='calculate_dpdd_psnr', crop_border=crop_border))
+    assert psnr == pytest.approx(10 * np.log10(1 / mse))
 
 
 def test_dpdd_psnr_and_ssim():
@@ -86,8 +97,10 @@ def test_lpips_equals_the_lpips_package_on_a_known_pair(tmp_path, monkeypatch):
         reference = lpips.LPIPS(net='alex', pretrained=True, verbose=False).eval()
     # the reference runs our random trunk, not ImageNet's
     assert torch.equal(reference.net.slice5.get_submodule('10').weight, trunk.features[10].weight)
-    shipped = torch.load(os.path.join(os.path.dirname(lpips.__file__), 'weights', 'v0.1', 'alex.pth'),
-                         map_location='cpu', weights_only=True)
+    shipped = torch.load(
+        os.path.join(os.path.dirname(lpips.__file__), 'weights', 'v0.1', 'alex.pth'),
+        map_location='cpu',
+        weights_only=True)
     ours = lpips_metric.build_lpips(str(path), 'cpu')
     for model in (reference, ours):
         assert torch.equal(model.lin0.model[1].weight, shipped['lin0.model.1.weight'])
@@ -106,3 +119,71 @@ def test_lpips_equals_the_lpips_package_on_a_known_pair(tmp_path, monkeypatch):
     swapped = calculate_metric(dict(img=rgb, img2=other), opt)
     assert swapped != pytest.approx(expected, rel=1e-3)  # about 2 % apart: the check tells channel orders apart
 
+
+# ---------------------------------------------------------------------- LPIPS backbones (net: alex | squeeze | vgg)
+def _random_trunk_file(tmp_path, net):
+    """Random ImageNet-architecture weights saved in torchvision's key layout (``features.<idx>...``)."""
+    import torchvision
+    from torchvision.models.vgg import cfgs, make_layers
+    torch.manual_seed(0)
+    features = {
+        'alex': lambda: torchvision.models.alexnet().features,
+        'squeeze': lambda: torchvision.models.squeezenet1_1().features,
+        'vgg': lambda: make_layers(cfgs['D'])
+    }[net]()  # vgg16.features without the large classifier
+    path = tmp_path / lpips_metric.BACKBONES[net][0]
+    torch.save({f'features.{k}': v for k, v in features.state_dict().items()}, path)
+    return path, features
+
+
+@pytest.mark.parametrize('net', ['alex', 'squeeze', 'vgg'])
+def test_lpips_backbones_load_local_trunk_weights(tmp_path, net):
+    path, features = _random_trunk_file(tmp_path, net)
+    option = lpips_metric.BACKBONES[net][1]  # alexnet_path / squeezenet_path / vgg16_path
+    opt = {'type': 'calculate_lpips', 'net': net, option: str(path), 'device': 'cpu'}
+    rng = np.random.default_rng(0)
+    img = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    other = cv2.GaussianBlur(img, (5, 5), 1.5)
+    assert calculate_metric(dict(img=img, img2=img), opt) == pytest.approx(0.0, abs=1e-7)
+    d = calculate_metric(dict(img=img, img2=other), opt)
+    assert np.isfinite(d) and d > 0
+    model = lpips_metric.build_lpips(str(path), 'cpu', net)
+    assert model is lpips_metric.build_lpips(str(path), 'cpu', net)  # cached per (net, weights, device)
+    loaded = dict(model.net.named_parameters())
+    for key, value in features.state_dict().items():  # every trunk tensor came from the file
+        name = next(n for n in loaded if n.split('.', 1)[1] == key)
+        assert torch.equal(loaded[name], value), key
+    import lpips
+    shipped = torch.load(
+        os.path.join(os.path.dirname(lpips.__file__), 'weights', 'v0.1', f'{net}.pth'),
+        map_location='cpu',
+        weights_only=True)
+    assert torch.equal(model.lin0.model[1].weight, shipped['lin0.model.1.weight'])  # linear layers: the package's
+
+
+@pytest.mark.parametrize('net', ['alex', 'squeeze', 'vgg'])
+def test_lpips_missing_trunk_names_the_option_and_variable(tmp_path, monkeypatch, net):
+    _, option, env, _ = lpips_metric.BACKBONES[net]
+    monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(FileNotFoundError) as err:
+        calculate_metric(dict(img=img, img2=img), dict(type='calculate_lpips', net=net))
+    assert option in str(err.value) and env in str(err.value)
+    with pytest.raises(FileNotFoundError, match=f'val.metrics.lp.{option}'):  # the start-up check of the models
+        lpips_metric.check_lpips_weights({'type': 'calculate_lpips', 'net': net}, 'lp')
+
+
+def test_lpips_bad_backbone_options_are_clear_errors(tmp_path):
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="net must be one of alex, squeeze, vgg, got 'resnet'"):
+        calculate_metric(dict(img=img, img2=img), dict(type='calculate_lpips', net='resnet'))
+    with pytest.raises(ValueError, match='val.metrics.lpips.net'):
+        lpips_metric.check_lpips_weights({'type': 'calculate_lpips', 'net': 'squeezenet'}, 'lpips')
+    alex, _ = _random_trunk_file(tmp_path, 'alex')
+    with pytest.raises(ValueError, match='alexnet_path is set but net is .squeeze.'):  # a path for another backbone
+        calculate_metric(dict(img=img, img2=img), dict(type='calculate_lpips', net='squeeze', alexnet_path=str(alex)))
+    with pytest.raises(ValueError, match=f'{alex.name}.*squeezenet1_1'):  # AlexNet weights given as SqueezeNet's
+        calculate_metric(
+            dict(img=img, img2=img), dict(type='calculate_lpips', net='squeeze', squeezenet_path=str(alex)))

@@ -1,6 +1,5 @@
 """The option files users copy agree with each other: a test file builds the network its training file trains."""
 import pytest
-
 from conftest import load_options
 
 # (training file, its block) -> (file that loads the trained weights, its block)
@@ -17,6 +16,13 @@ PAIRS = [
     ('train_defocus_map.yml', 'network_map', 'test_defocus_deconv.yml', 'network_map'),
     ('train_defocus_map.yml', 'network_map', 'train_defocusgan.yml', 'train.defocus_map.network'),
     ('train_defocusgan.yml', 'network_g', 'test_defocusgan.yml', 'network_g'),
+    ('train_defocus_map_slim.yml', 'network_map', 'test_defocus_map_slim.yml', 'network_map'),
+    ('train_defocus_map_slim.yml', 'network_kernel', 'test_defocus_map_slim.yml', 'network_kernel'),
+    ('train_defocus_map_slim.yml', 'network_map', 'test_defocus_deconv_slim.yml', 'network_map'),
+    ('train_defocus_map_slim.yml', 'network_kernel', 'test_defocus_deconv_slim.yml', 'network_kernel'),
+    ('train_defocus_map_slim.yml', 'network_map', 'train_defocusgan_slim.yml', 'train.defocus_map.network'),
+    ('train_defocusgan_slim.yml', 'network_g', 'test_defocusgan_slim.yml', 'network_g'),
+    ('train_defocus_map.yml', 'network_kernel', 'test_defocus_deconv.yml', 'network_kernel'),
     ('train_mccnet.yml', 'network_g', 'test_mccnet.yml', 'network_g'),
 ]
 # keys that do not change the network's weights (LearnableBlurKernel's initial shape is irrelevant once trained)

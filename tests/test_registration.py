@@ -1,17 +1,21 @@
 """Registration into BasicSR, the torchvision compatibility alias and the start-up hook."""
 import importlib
 import json
-
-from conftest import FAST, basicsr_site_root, run_python, tiny_options
+from conftest import FAST, basicsr_checkout, run_python, tiny_options
 
 # Every name the plugin registers, per registry. Issues that add names extend these lists.
 EXPECTED = {
-    'dataset': ['DPDDDataset', 'SyntheticDPDataset'],
-    'metric': ['calculate_mae', 'calculate_lpips', 'calculate_dpdd_psnr', 'calculate_dpdd_ssim', 'calculate_aiwe1',
-               'calculate_aiwe2', 'calculate_spearman_error'],
-    'arch': ['DefocusGANGenerator', 'PatchGANDiscriminator', 'DefocusMapNet', 'LearnableBlurKernel', 'MCCNet'],
-    'loss': ['DefocusAdversarialLoss', 'VGG19PerceptualLoss', 'MSSSIMLoss', 'MapGradientPriorLoss',
-             'ReblurGeometricLoss'],
+    'dataset': ['DPDDDataset', 'SyntheticDPDataset', 'DPRawPixel4Dataset'],
+    'metric': [
+        'calculate_mae', 'calculate_lpips', 'calculate_dpdd_psnr', 'calculate_dpdd_ssim', 'calculate_aiwe1',
+        'calculate_aiwe2', 'calculate_spearman_error'
+    ],
+    'arch': [
+        'DefocusGANGenerator', 'DefocusGANReleaseGenerator', 'PatchGANDiscriminator', 'DefocusMapNet',
+        'DefocusMapReleaseNet', 'LearnableBlurKernel', 'MCCNet'
+    ],
+    'loss':
+    ['DefocusAdversarialLoss', 'VGG19PerceptualLoss', 'MSSSIMLoss', 'MapGradientPriorLoss', 'ReblurGeometricLoss'],
     'model': ['DefocusGANModel', 'DefocusMapModel', 'DefocusDeconvModel', 'DPDeblurModel', 'DPJointOptimModel'],
 }
 
@@ -81,7 +85,8 @@ print('REAL' if getattr(mod, 'REAL', False) else 'ALIAS')
 
 def test_torchvision_alias_only_when_missing(tmp_path):
     import defocusgan_plugin._startup as startup
-    proc = run_python(['-c', _ALIAS_ONLY_WHEN_MISSING, startup.__file__], tmp_path,
+    proc = run_python(['-c', _ALIAS_ONLY_WHEN_MISSING, startup.__file__],
+                      tmp_path,
                       env={'DEFOCUSGAN_PLUGIN_DISABLE': '1'})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == 'REAL'
@@ -103,12 +108,13 @@ def test_startup_hook_is_light_and_lazy(tmp_path):
 
 
 def test_basicsr_train_entry_sees_plugin(tmp_path, synthetic_root):
-    """``python -m basicsr.train`` (unmodified BasicSR) trains 2 iterations with the plugin's dataset."""
-    name = f'pytest_hook_{tmp_path.name}'
+    """BasicSR's unmodified ``basicsr/train.py`` trains 2 iterations with the plugin's dataset (a copy of the file
+    laid out like a source checkout, so that it roots at tmp_path, not site-packages)."""
+    name = 'pytest_hook'
     opt = tiny_options('train_srmodel_single_synthetic.yml', tmp_path, synthetic_root,
                        dict(FAST, name=name, **{'datasets:train:gt_size': 32}))
-    with basicsr_site_root(name) as site_root:
-        proc = run_python(['-m', 'basicsr.train', '-opt', str(opt)], tmp_path)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert 'DPDDDataset' in proc.stdout + proc.stderr
-        assert (site_root / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()
+    checkout = basicsr_checkout(tmp_path)
+    proc = run_python([str(checkout / 'basicsr' / 'train.py'), '-opt', str(opt)], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'DPDDDataset' in proc.stdout + proc.stderr
+    assert (checkout / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()

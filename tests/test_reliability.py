@@ -2,24 +2,33 @@
 import logging
 import math
 import os
-
 import pytest
 import torch
+from conftest import FAST, load_options, run_train, tiny_options
 from torch import nn
 
-from conftest import FAST, load_options, run_train, tiny_options
 from defocusgan_plugin.utils.checkpoint import load_checkpoint, save_object
 
 GAN_TINY = {'datasets:train:gt_size': 32, 'network_g:num_feat': [8, 8, 8], 'network_d:num_feat': 8}
 # Option files whose models must resume exactly, with overrides that keep them tiny.
 RESUME_CASES = {
-    'train_srmodel_single_synthetic.yml': {'datasets:train:gt_size': 32, 'datasets:train:batch_size_per_gpu': 2},
+    'train_srmodel_single_synthetic.yml': {
+        'datasets:train:gt_size': 32,
+        'datasets:train:batch_size_per_gpu': 2
+    },
     # critic, gradient penalty (random interpolation) and EMA from iteration 1; guidance annealed over the 4
     # iterations, so a resume that restarted the annealing would change the generator's input
-    'train_defocusgan_synthetic.yml': dict(GAN_TINY, **{'train:gan_start_iter': 0, 'train:guidance:anneal_iters': 4,
-                                                        'train:ema_decay': 0.5}),
+    'train_defocusgan_synthetic.yml':
+    dict(GAN_TINY, **{
+        'train:gan_start_iter': 0,
+        'train:guidance:anneal_iters': 4,
+        'train:ema_decay': 0.5
+    }),
     # DPDeblurModel: Charbonnier + MS-SSIM, cosine-restart scheduler
-    'train_mccnet_synthetic.yml': {'datasets:train:gt_size': 32, 'network_g:num_feat': 8},
+    'train_mccnet_synthetic.yml': {
+        'datasets:train:gt_size': 32,
+        'network_g:num_feat': 8
+    },
 }
 
 
@@ -66,6 +75,7 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     def crash(fd):
         raise KeyboardInterrupt  # the process is killed while the new file is being flushed
+
     monkeypatch.setattr(os, 'fsync', crash)
     with pytest.raises(KeyboardInterrupt):
         save_object({'params': {'w': torch.zeros(4)}}, str(path))
@@ -79,8 +89,9 @@ def test_auto_resume_skips_state_whose_networks_are_missing(tmp_path, synthetic_
     run_train(opt, tmp_path)
     name = load_options(opt)['name']
     (tmp_path / 'experiments' / name / 'models' / 'net_g_2.pth').unlink()  # as if killed between the two saves
-    model = run_train(tiny_options('train_srmodel_single_synthetic.yml', tmp_path, synthetic_root,
-                                   dict(over, **{'train:total_iter': 3})), tmp_path, '--auto_resume')
+    model = run_train(
+        tiny_options('train_srmodel_single_synthetic.yml', tmp_path, synthetic_root,
+                     dict(over, **{'train:total_iter': 3})), tmp_path, '--auto_resume')
     assert model.opt['path']['resume_state'].endswith('1.state')
 
 
@@ -117,9 +128,17 @@ def test_nan_loss_skips_steps_then_stops_keeping_the_last_good_checkpoint(tmp_pa
         calls.append(1)  # the pixel loss runs once per iteration
         loss = real_forward(self, *args, **kwargs)
         return loss if len(calls) == 1 else loss * math.nan
+
     monkeypatch.setattr(L1Loss, 'forward', forward)
-    over = dict(FAST, **GAN_TINY, **{'train:gan_start_iter': 0, 'train:ema_decay': 0.5, 'train:total_iter': 5,
-                                    'train:nan_max_consecutive': 2, 'logger:save_checkpoint_freq': 1, 'val': None})
+    over = dict(
+        FAST, **GAN_TINY, **{
+            'train:gan_start_iter': 0,
+            'train:ema_decay': 0.5,
+            'train:total_iter': 5,
+            'train:nan_max_consecutive': 2,
+            'logger:save_checkpoint_freq': 1,
+            'val': None
+        })
     with pytest.raises(FloatingPointError) as err:
         run_train(tiny_options('train_defocusgan_synthetic.yml', tmp_path, synthetic_root, over), tmp_path)
     assert 'iteration 3' in str(err.value) and 'l_g_pix' in str(err.value) and 'last good checkpoint' in str(err.value)
@@ -129,23 +148,24 @@ def test_nan_loss_skips_steps_then_stops_keeping_the_last_good_checkpoint(tmp_pa
     models = tmp_path / 'experiments' / 'defocusgan_synthetic' / 'models'
     assert sorted(p.name for p in models.iterdir()) == ['net_d_1.pth', 'net_d_2.pth', 'net_g_1.pth', 'net_g_2.pth']
     for label in ('net_g', 'net_d'):  # the checkpoint after the skipped iteration 2 equals the one before it
-        good, skipped = _weights(tmp_path, 'defocusgan_synthetic', label, 1), _weights(tmp_path, 'defocusgan_synthetic',
-                                                                                      label, 2)
+        good, skipped = _weights(tmp_path, 'defocusgan_synthetic', label,
+                                 1), _weights(tmp_path, 'defocusgan_synthetic', label, 2)
         for param_key in good:
             assert all(torch.equal(good[param_key][k], skipped[param_key][k]) for k in good[param_key]), param_key
     assert set(_weights(tmp_path, 'defocusgan_synthetic', 'net_g', 1)) == {'params', 'params_ema'}
 
 
-def test_step_is_finite_checks_gradients_and_counts_only_consecutive_bad_steps():
-    from defocusgan_plugin.models.dp_base_model import DPBaseModel
-    model = DPBaseModel(dict(num_gpu=0, is_train=True, dist=False, path={'models': 'models'},
-                             train={'nan_max_consecutive': 2}))
+def test_nan_guard_checks_gradients_and_counts_only_consecutive_bad_steps():
+    from defocusgan_plugin.models.dp_base_model import RobustBaseModel
+    model = RobustBaseModel(
+        dict(num_gpu=0, is_train=True, dist=False, path={'models': 'models'}, train={'nan_max_consecutive': 2}))
     net = nn.Linear(2, 1)
     finite = {'l_pix': torch.tensor(1.0)}
 
     def backward(scale):
         net.zero_grad()
         (net(torch.ones(1, 2)).sum() * scale).backward()
+
     backward(math.inf)  # finite loss terms, non-finite gradients
     assert not model.step_is_finite(finite, [net], 1)
     assert all(p.grad is None for p in net.parameters())  # cleared: nothing can step on them
@@ -154,3 +174,22 @@ def test_step_is_finite_checks_gradients_and_counts_only_consecutive_bad_steps()
     assert not model.step_is_finite({'l_pix': torch.tensor(math.nan)}, [net], 3)
     with pytest.raises(FloatingPointError, match='iteration 4: 2 consecutive'):  # ... so this is the 2nd in a row
         model.step_is_finite({'l_pix': torch.tensor(math.inf)}, [net], 4)
+
+
+def test_nan_guard_counts_an_iteration_once_whatever_its_number_of_updates():
+    """Several updates per iteration (e.g. DefocusGAN's critic and generator): any bad one makes the iteration bad,
+    counted once; an iteration whose updates are all good resets the count; gradients=False checks losses only."""
+    from defocusgan_plugin.utils.nan_guard import NonFiniteGuard
+    guard = NonFiniteGuard(max_consecutive=2)
+    good, bad = {'l_d': torch.tensor(1.0)}, {'l_g': torch.tensor(math.nan)}
+    assert not guard.check(bad, [], 1) and guard.check(good, [], 1)  # a good update does not clear its iteration
+    assert guard.consecutive == 1
+    assert guard.check(good, [], 2) and guard.check(good, [], 2) and guard.consecutive == 0
+    assert guard.check(good, [], 3) and not guard.check(bad, [], 3) and not guard.check(bad, [], 3)
+    assert guard.consecutive == 1  # two bad updates, one bad iteration
+    net = nn.Linear(2, 1)
+    (net(torch.ones(1, 2)).sum() * math.inf).backward()
+    assert guard.check(good, [net], 4, gradients=False)  # e.g. fp16: the GradScaler handles the gradients
+    assert not guard.check(good, [net], 5)
+    with pytest.raises(FloatingPointError, match='iteration 6: 2 consecutive iterations'):
+        guard.check(bad, [], 6)

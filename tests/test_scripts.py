@@ -50,3 +50,61 @@ def test_sgbm_baseline_recovers_the_sign_of_a_horizontal_shift(shift):
     inner = radius[8:-8, 12:-12]
     assert np.sign(np.median(inner)) == np.sign(shift)  # positive: behind the focal plane
     assert abs(np.median(inner) - shift / 2) < 0.3  # the map is half the disparity
+
+
+def test_benchmark_data_tiny_run_measures_every_mode(tmp_path):
+    """scripts/benchmark_data.py end to end on its small temporary set (make, cache, load), so it cannot rot."""
+    import json
+    from conftest import run_python
+    out = tmp_path / 'bench.json'
+    proc = run_python([osp.join(SCRIPTS, 'benchmark_data.py'), '--tiny', '--json',
+                       str(out)],
+                      tmp_path,
+                      env={'TMPDIR': str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rates = {r['mode']: r['patches_per_s'] for r in json.loads(out.read_text()) if r['workers'] == 0}
+    assert sorted(rates) == ['before', 'cache', 'png'] and all(v > 0 for v in rates.values())
+    assert '| workers | before patches/s' in proc.stdout and '| 0 |' in proc.stdout
+    assert list(tmp_path.iterdir()) == [out]  # the temporary set (under TMPDIR) is removed
+
+
+def test_gpu_check_dry_run_fills_every_row(tmp_path):
+    """scripts/gpu_check.sh --dry-run (CPU, tiny networks and sizes, gloo) end to end, so the GPU check cannot rot."""
+    import json
+    import subprocess
+    import sys
+    out = tmp_path / 'out'
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', TMPDIR=str(tmp_path))
+    proc = subprocess.run(['bash', osp.join(SCRIPTS, 'gpu_check.sh'), '--dry-run', '--out',
+                           str(out)],
+                          cwd=tmp_path,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((out / 'gpu_check.json').read_text())
+    assert report['dry_run'] and report['machine']['device'] == 'cpu'
+    assert [(r['generator'], r['mode']) for r in report['inference']
+            ] == [(g, m) for g in ('DefocusGANGenerator', 'DefocusGANReleaseGenerator')
+                  for m in ('fp32', 'bf16', 'bf16 + channels_last', 'bf16 + channels_last + compile')]
+    assert all(r['status'] == 'ok' and r['ms'] > 0 for r in report['inference'])
+    training = {(r['recipe'], r['amp'], r['channels_last']): r for r in report['training']}
+    assert len(training) == 13
+    fp16 = training.pop(('DefocusGAN stage 2, release', 'fp16', False))
+    assert fp16['status'] == 'skipped: fp16 needs CUDA' and fp16['option'] == 'train_defocusgan.yml'
+    options = {r['option'] for r in training.values()}
+    assert options == {
+        'train_defocusgan.yml', 'train_defocusgan_slim.yml', 'train_defocus_map.yml', 'train_defocus_map_slim.yml',
+        'train_mccnet.yml'
+    }
+    for key, row in training.items():
+        assert row['status'] == 'ok' and row['it_s'] > 0 and row['losses_finite'], (key, row)
+        assert row['timed_iters'] == row['iters'] - report['warmup'] >= 1
+    goal = [('DefocusGAN stage 2, release', amp, cl) for amp, cl in (('off', False), ('bf16', False), ('bf16', True))]
+    assert set(goal) <= set(training) and ('DefocusGAN stage 2, release, maps precomputed', 'bf16', True) in training
+    assert [r['status'] for r in report['joint']] == ['ok'] and report['joint'][0]['seconds'] > 0
+    assert [(r['status'], r['backend']) for r in report['ddp']] == [('ok', 'gloo')]
+    table = (out / 'gpu_check.md').read_text()
+    assert '| DefocusGANReleaseGenerator | 48x32 | bf16 + channels_last + compile |' in table and 'DRY RUN' in table
+    assert sorted(p.name for p in out.iterdir()) == ['gpu_check.json', 'gpu_check.md']  # the work folder is removed

@@ -6,7 +6,7 @@ from torch import nn as nn
 from torch.nn import functional as F
 
 from defocusgan_plugin.ops.correlation import cross_convolution_costs
-from defocusgan_plugin.ops.mpi import box_mean
+from defocusgan_plugin.ops.filters import box_mean
 from defocusgan_plugin.ops.psf import dp_psf, kernel_size_for
 
 # Kernels of the matching cue: LearnableBlurKernel's initialisation (the official release's Butterworth start)
@@ -106,8 +106,19 @@ class DefocusMapNet(nn.Module):
             ramp width 1.
     """
 
-    def __init__(self, in_ch=6, cap=25.0, num_feat=32, num_level=3, num_block=2, max_feat=128, corr_disp=0,
-                 corr_window=11, disparity_scale=2.0, match_step=0.5, match_window=15, psf=None):
+    def __init__(self,
+                 in_ch=6,
+                 cap=25.0,
+                 num_feat=32,
+                 num_level=3,
+                 num_block=2,
+                 max_feat=128,
+                 corr_disp=0,
+                 corr_window=11,
+                 disparity_scale=2.0,
+                 match_step=0.5,
+                 match_window=15,
+                 psf=None):
         super().__init__()
         if cap <= 0:
             raise ValueError(f'DefocusMapNet: cap must be positive (largest |CoC| in pixels), got {cap}.')
@@ -138,8 +149,9 @@ class DefocusMapNet(nn.Module):
         self.downs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, 2, 1) for i in range(num_level))
         self.body = make_layer(ResidualBlockNoBN, num_block, num_feat=chans[-1])
         self.ups = nn.ModuleList(
-            nn.Sequential(nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False),
-                          nn.Conv2d(chans[i + 1], chans[i], 3, 1, 1)) for i in range(num_level))
+            nn.Sequential(
+                nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False),
+                nn.Conv2d(chans[i + 1], chans[i], 3, 1, 1)) for i in range(num_level))
         self.decoders = nn.ModuleList(make_layer(ResidualBlockNoBN, num_block, num_feat=c) for c in chans[:-1])
         self.conv_last = nn.Conv2d(chans[0], 1, 3, 1, 1)
         if self.match_radii is not None:  # start exactly at the matched radius
@@ -160,8 +172,8 @@ class DefocusMapNet(nn.Module):
             tuple[Tensor, Tensor]: (B, M, H, W) relative costs, (B, 1, H, W) radius in pixels.
         """
         with torch.no_grad():  # a function of the data only: nothing to learn through it
-            cost, _ = cross_convolution_costs(left.mean(1, keepdim=True), right.mean(1, keepdim=True),
-                                              self.match_kernels, self.match_window)
+            cost, _ = cross_convolution_costs(
+                left.mean(1, keepdim=True), right.mean(1, keepdim=True), self.match_kernels, self.match_window)
             radius = self.match_radii[cost.argmin(1, keepdim=True)]
             return cost / cost.mean(1, keepdim=True), radius
 

@@ -96,8 +96,7 @@ class DefocusGuidedBlock(nn.Module):
 
     def __init__(self, num_feat, num_levels, branch_blocks, squeeze_factor):
         super().__init__()
-        self.branches = nn.ModuleList(
-            DGBBranch(num_feat, num_levels, n, squeeze_factor) for n in branch_blocks)
+        self.branches = nn.ModuleList(DGBBranch(num_feat, num_levels, n, squeeze_factor) for n in branch_blocks)
         self.alpha = nn.Parameter(torch.ones(len(branch_blocks)))
 
     def forward(self, x, masks=None, guidance=0.0):
@@ -135,8 +134,14 @@ class DefocusGANGenerator(nn.Module):
 
     accepts_defocus_map = True  # DefocusGANModel passes the map and the annealed weight to such generators
 
-    def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=(48, 40, 32), num_levels=(4, 4, 3),
-                 branch_blocks=(0, 1, 2, 3), mask_edges=(1.9, 4.2, 6.2), squeeze_factor=8):
+    def __init__(self,
+                 num_in_ch=3,
+                 num_out_ch=3,
+                 num_feat=(48, 40, 32),
+                 num_levels=(4, 4, 3),
+                 branch_blocks=(0, 1, 2, 3),
+                 mask_edges=(1.9, 4.2, 6.2),
+                 squeeze_factor=8):
         super().__init__()
         if len(num_feat) != 3 or len(num_levels) != 3:
             raise ValueError(f'num_feat and num_levels need one value per scale (1, 1/4, 1/8); got {num_feat} and '

@@ -102,8 +102,14 @@ class MCCNet(nn.Module):
         Returns (N, num_out_ch, H, W).
     """
 
-    def __init__(self, num_in_ch=6, num_out_ch=3, num_feat=32, channel_mult=(1, 2, 4, 4), num_enc_blocks=(1, 2, 2, 2),
-                 num_dec_blocks=(1, 2, 2, 2), max_disp=4):
+    def __init__(self,
+                 num_in_ch=6,
+                 num_out_ch=3,
+                 num_feat=32,
+                 channel_mult=(1, 2, 4, 4),
+                 num_enc_blocks=(1, 2, 2, 2),
+                 num_dec_blocks=(1, 2, 2, 2),
+                 max_disp=4):
         super().__init__()
         if num_in_ch % 2 or num_out_ch != num_in_ch // 2:
             raise ValueError(f'MCCNet needs num_in_ch = 2 x num_out_ch (two DP views of num_out_ch channels each), '
@@ -124,8 +130,8 @@ class MCCNet(nn.Module):
             for k, d in enumerate(self.max_disp))
         self.fusions = nn.ModuleList(GuidedViewFusion(c, g) for c, g in zip(widths, guide_widths))
         self.ups = nn.ModuleList(nn.Conv2d(c_in, c_out, 1) for c_out, c_in in zip(widths[:-1], widths[1:]))
-        self.decoder = nn.ModuleList(make_layer(ResidualBlockNoBN, n, num_feat=c) for c, n in zip(widths,
-                                                                                                    num_dec_blocks))
+        self.decoder = nn.ModuleList(
+            make_layer(ResidualBlockNoBN, n, num_feat=c) for c, n in zip(widths, num_dec_blocks))
         self.conv_last = nn.Conv2d(widths[0], num_out_ch, 3, 1, 1)
         # zero residual at start: the untrained network returns the mean of the views instead of noise around it
         nn.init.zeros_(self.conv_last.weight)

@@ -7,31 +7,40 @@ from torch import nn as nn
 class PatchGANDiscriminator(nn.Module):
     """PatchGAN: ``num_layers`` strided 4x4 convs, then two stride-1 convs, giving an N x N map of patch scores.
 
-    With the defaults a score sees a 70 x 70 patch. There is no sigmoid (a WGAN critic); for BasicSR's
-    ``GANLoss`` of type ``vanilla`` the scores are logits. The critic uses instance norm, not batch norm: the
-    gradient penalty of WGAN-GP is defined per sample, which batch statistics would break.
+    The defaults are the critic of the DefocusGAN release (DeblurGAN's ``NLayerDiscriminator``): ndf 64, 3 strided
+    layers, padding 2, InstanceNorm without affine parameters and convolutions with bias. There is no sigmoid (a
+    WGAN critic); for BasicSR's ``GANLoss`` of type ``vanilla`` the scores are logits. The critic uses instance norm,
+    not batch norm: the gradient penalty of WGAN-GP is defined per sample, which batch statistics would break.
 
     Args:
         num_in_ch (int): Input channels. Default: 3.
         num_feat (int): Channels of the first layer (ndf), doubled at each stride, at most 8x. Default: 64.
         num_layers (int): Strided conv layers. Default: 3.
         norm (str): 'instance' or 'none'. Default: 'instance'.
+        padding (int): Zero padding of every 4x4 conv: 2 (release; a score sees 70 x 70 px and a 256 px input gives
+            35 x 35 scores) or 1 (pix2pix; 30 x 30). Default: 2.
+        norm_affine (bool): Learnable scale and shift in the instance norms; the convolutions before them then have
+            no bias (pix2pix). Default: False (release: no affine, convolutions with bias).
 
-    Inputs need at least ``min_size`` = 3 * 2**num_layers pixels per side (24 with the defaults); smaller ones raise a
-    ValueError naming both sizes instead of failing inside a layer.
+    Inputs need at least ``min_size`` pixels per side (24 with padding 1, 2 with padding 2 and 3 layers); smaller
+    ones raise a ValueError naming both sizes instead of failing inside a layer.
     """
 
-    def __init__(self, num_in_ch=3, num_feat=64, num_layers=3, norm='instance'):
+    def __init__(self, num_in_ch=3, num_feat=64, num_layers=3, norm='instance', padding=2, norm_affine=False):
         super().__init__()
         if norm not in ('instance', 'none'):
             raise ValueError(f"PatchGANDiscriminator norm must be 'instance' or 'none', got {norm!r}.")
         if num_layers < 1:
             raise ValueError(f'PatchGANDiscriminator num_layers must be >= 1, got {num_layers}.')
+        if padding not in (1, 2):
+            raise ValueError(f'PatchGANDiscriminator padding must be 1 or 2, got {padding!r}.')
+        affine = bool(norm_affine)
 
         def block(c_in, c_out, stride, normalise=True):
-            layers = [nn.Conv2d(c_in, c_out, 4, stride, 1, bias=not (normalise and norm == 'instance'))]
+            bias = not (normalise and norm == 'instance' and affine)  # an affine norm's shift replaces the bias
+            layers = [nn.Conv2d(c_in, c_out, 4, stride, padding, bias=bias)]
             if normalise and norm == 'instance':
-                layers.append(nn.InstanceNorm2d(c_out, affine=True))
+                layers.append(nn.InstanceNorm2d(c_out, affine=affine))
             return layers + [nn.LeakyReLU(0.2, inplace=True)]
 
         self.num_layers, self.norm = num_layers, norm
@@ -40,7 +49,7 @@ class PatchGANDiscriminator(nn.Module):
         for i in range(1, num_layers):
             layers += block(channels[i - 1], channels[i], 2)
         layers += block(channels[num_layers - 1], channels[num_layers], 1)
-        layers.append(nn.Conv2d(channels[num_layers], 1, 4, 1, 1))
+        layers.append(nn.Conv2d(channels[num_layers], 1, 4, 1, padding))
         self.body = nn.Sequential(*layers)
         self.min_size = _min_input_size(self.body)
 
@@ -62,5 +71,5 @@ def _min_input_size(body):
         if isinstance(layer, nn.InstanceNorm2d):
             size = max(size, 2)
         elif isinstance(layer, nn.Conv2d):
-            size = (size - 1) * layer.stride[0] + layer.kernel_size[0] - 2 * layer.padding[0]
+            size = max(1, (size - 1) * layer.stride[0] + layer.kernel_size[0] - 2 * layer.padding[0])
     return size

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from defocusgan_plugin.ops import coc_from_inverse_depth, dp_psf, kernel_size_for, render_layered
+from defocusgan_plugin.ops.filters import fill_invalid
 
 # scikit-image sample photos used with procedural depth (all ship with the package; no download).
 PROCEDURAL_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket')
@@ -31,16 +32,6 @@ def srgb_to_linear(x):
 def linear_to_srgb(x):
     x = np.clip(x, 0.0, 1.0)
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
-
-
-def _fill_invalid(values):
-    """Replaces non-finite entries by their nearest finite neighbour."""
-    from scipy import ndimage
-    invalid = ~np.isfinite(values)
-    if not invalid.any():
-        return values
-    idx = ndimage.distance_transform_edt(invalid, return_distances=False, return_indices=True)
-    return values[tuple(idx)]
 
 
 def _normalise01(x):
@@ -97,9 +88,9 @@ def embedded_scenes(max_side=512, seed=0):
     rng = np.random.default_rng(seed)
     scenes = []
     left, _, disp = skimage.data.stereo_motorcycle()
-    disp = _fill_invalid(np.where(np.isfinite(disp) & (disp > 0), disp, np.nan).astype(np.float32))
-    scenes.append(dict(name='motorcycle', image=left.astype(np.float32) / 255.0, inv_depth=_normalise01(disp),
-                       depth='real'))
+    disp = fill_invalid(np.where(np.isfinite(disp) & (disp > 0), disp, np.nan).astype(np.float32))
+    scenes.append(
+        dict(name='motorcycle', image=left.astype(np.float32) / 255.0, inv_depth=_normalise01(disp), depth='real'))
     for name in PROCEDURAL_PHOTOS:
         img = getattr(skimage.data, name)().astype(np.float32) / 255.0
         scenes.append(dict(name=name, image=img, inv_depth=None, depth='procedural'))
@@ -171,12 +162,23 @@ def synthesize_dp(image, coc, rng=None, psf=None, layer_step=0.5, noise=(1e-4, 1
         views = views + rng.standard_normal(views.shape).astype(np.float32) * np.sqrt(shot * views + read**2)
         views = views.clip(0.0, 1.0)
     left, right = views[0], views[1]
-    return dict(left=linear_to_srgb(left), right=linear_to_srgb(right), combined=linear_to_srgb(0.5 * (left + right)),
-                target=np.ascontiguousarray(image, dtype=np.float32), coc=np.asarray(coc, dtype=np.float32))
+    return dict(
+        left=linear_to_srgb(left),
+        right=linear_to_srgb(right),
+        combined=linear_to_srgb(0.5 * (left + right)),
+        target=np.ascontiguousarray(image, dtype=np.float32),
+        coc=np.asarray(coc, dtype=np.float32))
 
 
-def write_synthetic_dpdd(out_dir, max_side=384, coc_max=8.0, focus_per_scene=(5, 1, 1), eval_fraction=1 / 3,
-                         seed=0, psf=None, noise=(1e-4, 1e-3), scenes=None):
+def write_synthetic_dpdd(out_dir,
+                         max_side=384,
+                         coc_max=8.0,
+                         focus_per_scene=(5, 1, 1),
+                         eval_fraction=1 / 3,
+                         seed=0,
+                         psf=None,
+                         noise=(1e-4, 1e-3),
+                         scenes=None):
     """Writes the embedded synthetic DP dataset in the exact DPDD layout, as 16-bit PNG.
 
     Each scene is split by columns so no pixel is shared between splits: training images come from the left
@@ -199,6 +201,7 @@ def write_synthetic_dpdd(out_dir, max_side=384, coc_max=8.0, focus_per_scene=(5,
         dict[str, int]: Number of images written per split.
     """
     import os
+
     from defocusgan_plugin.utils.img_io import write_image
     scenes = embedded_scenes(max_side=max_side, seed=seed) if scenes is None else scenes
     counts = {}

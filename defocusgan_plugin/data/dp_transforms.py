@@ -25,14 +25,40 @@ def random_crop(images, size, name='image'):
         dict[str, ndarray]: Cropped arrays.
     """
     h, w = next(iter(images.values())).shape[:2]
+    top, left = random_window(h, w, size, name)
+    return crop(images, top, left, size)
+
+
+def random_window(h, w, size, name='image'):
+    """Top-left corner of a random ``size`` square in an ``h`` x ``w`` image (the draw :func:`random_crop` makes).
+
+    Returns:
+        tuple[int, int]: top, left.
+    """
     if size > h or size > w:
         raise ValueError(f'gt_size {size} is larger than the image ({h}x{w}) of {name}; lower gt_size.')
-    top, left = random.randint(0, h - size), random.randint(0, w - size)
-    return crop(images, top, left, size)
+    return random.randint(0, h - size), random.randint(0, w - size)
 
 
 def crop(images, top, left, size):
     return {k: v[top:top + size, left:left + size, ...] for k, v in images.items()}
+
+
+def patch_grid(h, w, size, stride):
+    """Top-left corners of the ``size`` patch grid with ``stride`` (the last row/column flush with the border).
+
+    Returns:
+        list[tuple[int, int]]: (top, left) pairs, row by row.
+    """
+    tops = sorted(set(list(range(0, h - size + 1, stride)) + [h - size]))
+    lefts = sorted(set(list(range(0, w - size + 1, stride)) + [w - size]))
+    return [(top, left) for top in tops for left in lefts]
+
+
+def grid_scores(img, size, stride):
+    """:func:`sharpness_energy` of every patch of :func:`patch_grid` of an HWC image, in grid order."""
+    h, w = img.shape[:2]
+    return [sharpness_energy(img[top:top + size, left:left + size]) for top, left in patch_grid(h, w, size, stride)]
 
 
 def dp_augment(images, hflip=False, vflip=False, rot90=False):

@@ -5,8 +5,9 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from os import path as osp
 from torch.utils import data as data
 
-from defocusgan_plugin.data.dp_transforms import crop, dp_augment, random_crop, sharpness_energy, to_sample
-from defocusgan_plugin.utils.img_io import decode_image, is_image_file
+from defocusgan_plugin.data.dp_transforms import crop, dp_augment, grid_scores, patch_grid, random_window, to_sample
+from defocusgan_plugin.data.dpdd_cache import DPDDCache, scores_key
+from defocusgan_plugin.utils.img_io import bit_depth_of, crop_then_float, decode_raw, is_image_file, raw_to_float
 
 # DPDD folder of each key, relative to dataroot; '{split}' is train / val / test.
 DPDD_FOLDERS = {
@@ -16,8 +17,13 @@ DPDD_FOLDERS = {
     'lq_r': '{split}_r/source',
     'defocus': '{split}_defocus',
 }
-_FOLDER_OPTION = {'lq': 'dataroot_lq', 'gt': 'dataroot_gt', 'lq_l': 'dataroot_l', 'lq_r': 'dataroot_r',
-                  'defocus': 'dataroot_defocus'}
+_FOLDER_OPTION = {
+    'lq': 'dataroot_lq',
+    'gt': 'dataroot_gt',
+    'lq_l': 'dataroot_l',
+    'lq_r': 'dataroot_r',
+    'defocus': 'dataroot_defocus'
+}
 
 
 def list_folder(folder, key, option):
@@ -57,8 +63,8 @@ def pair_files(folders):
         if len(key_names) != len(ref):
             missing = [n for n in ref if osp.splitext(n)[0] not in stems[key]]
             extra = [n for n in key_names if osp.splitext(n)[0] not in stems[ref_key]]
-            first = (f"'{missing[0]}' of {folders[ref_key]} has no match in {folders[key]}" if missing else
-                     f"'{extra[0]}' of {folders[key]} has no match in {folders[ref_key]}")
+            first = (f"'{missing[0]}' of {folders[ref_key]} has no match in {folders[key]}"
+                     if missing else f"'{extra[0]}' of {folders[key]} has no match in {folders[ref_key]}")
             raise ValueError(f'Cannot pair {ref_key} and {key}: {len(ref)} files in {folders[ref_key]} but '
                              f'{len(key_names)} in {folders[key]}; first unmatched file: {first}.')
     get_root_logger().warning(f'File names differ between {", ".join(folders.values())}; pairing them by sorted '
@@ -96,6 +102,10 @@ class DPDDDataset(data.Dataset):
             drop_least_sharp (float): With ``patch_stride``, drop this fraction of patches with the lowest gradient
                 energy of the target (common DPDD practice: 0.3). Default: 0.
             io_backend (dict): BasicSR file client options. Default: disk.
+            cache_root (str): Folder written by ``scripts/cache_dpdd.py`` for this ``dataroot``: images are then
+                memory-mapped crops of the decoded samples instead of full PNG decodes (same values, same patches
+                and augmentation; the stored patch scores also skip the start-up pass of ``drop_least_sharp``). A
+                missing, stale or corrupt cache is an error naming the file. Default: none (decode the files).
 
     Returns (per item):
         dict with ``lq``, ``gt``, ``lq_path``, ``gt_path``, and when available ``lq_l``, ``lq_r``, ``defocus``
@@ -122,9 +132,27 @@ class DPDDDataset(data.Dataset):
         folders = self._resolve_folders()
         self.keys = list(folders)
         self.samples = pair_files(folders)
+        self.cache = self._open_cache()
         self.patches = None
         if self.phase == 'train' and opt.get('patch_stride'):
             self.patches = self._make_patch_list()
+
+    def _open_cache(self):
+        """The decoded-image cache of option ``cache_root`` (None without it), checked against every sample."""
+        cache_root = self.opt.get('cache_root')
+        if not cache_root:
+            return None
+        if not self.opt.get('dataroot'):
+            raise ValueError('Dataset option cache_root needs option dataroot (the cache mirrors the dataroot tree).')
+        if self.io_backend_opt.get('type') != 'disk':
+            raise ValueError(f"Dataset option cache_root reads from disk; io_backend type "
+                             f"{self.io_backend_opt.get('type')!r} cannot be combined with it.")
+        cache = DPDDCache(osp.expanduser(cache_root), osp.expanduser(self.opt['dataroot']))
+        for sample in self.samples:
+            for key, path in sample.items():
+                if key != 'defocus':
+                    cache.entry(path)
+        return cache
 
     def _resolve_folders(self):
         opt = self.opt
@@ -168,47 +196,76 @@ class DPDDDataset(data.Dataset):
         return len(self.patches) if self.patches is not None else len(self.samples)
 
     # ------------------------------------------------------------------ reading
-    def _read(self, sample):
+    def _load_raw(self, key, path):
+        """One file's samples before normalisation: HWC in the file's dtype (a memory map with the cache); defocus
+        maps (H x W, or C x H x W as multi-channel maps are saved) as validated float32 HWC."""
+        if key == 'defocus':
+            try:
+                dmap = np.load(path).astype(np.float32)
+            except Exception as err:
+                raise ValueError(f'Cannot read defocus map {path}: {err}') from None
+            if dmap.ndim == 2:
+                dmap = dmap[None]
+            if dmap.ndim != 3 or not np.isfinite(dmap).all():
+                raise ValueError(f'Defocus map must be a finite H x W or C x H x W array, got shape {dmap.shape}: '
+                                 f'{path}')
+            return np.ascontiguousarray(dmap.transpose(1, 2, 0))
+        if self.cache is not None:
+            return self.cache.open(path)
         if self.file_client is None:
             backend = dict(self.io_backend_opt)
             self.file_client = FileClient(backend.pop('type'), **backend)
-        arrays = {}
-        for key, path in sample.items():
-            if key == 'defocus':
-                try:
-                    dmap = np.load(path).astype(np.float32)
-                except Exception as err:
-                    raise ValueError(f'Cannot read defocus map {path}: {err}') from None
-                if dmap.ndim == 3 and dmap.shape[0] == 1:
-                    dmap = dmap[0]
-                if dmap.ndim != 2 or not np.isfinite(dmap).all():
-                    raise ValueError(f'Defocus map must be a finite 2-D array, got shape {dmap.shape}: {path}')
-                arrays[key] = dmap[..., None]
-            else:
-                arrays[key], _ = decode_image(self.file_client.get(path), path, self.channels)
+        return decode_raw(self.file_client.get(path), path)
+
+    def _read_raw(self, sample):
+        raws = {key: self._load_raw(key, path) for key, path in sample.items()}
         ref_key = next(iter(sample))
-        ref_shape = arrays[ref_key].shape[:2]
-        for key, arr in arrays.items():
+        ref_shape = raws[ref_key].shape[:2]
+        for key, arr in raws.items():
             if arr.shape[:2] != ref_shape:
                 raise ValueError(f'Size mismatch in one sample: {sample[ref_key]} is {ref_shape[0]}x{ref_shape[1]} '
                                  f'but {sample[key]} is {arr.shape[0]}x{arr.shape[1]}.')
+        return raws
+
+    def _to_float(self, sample, raws, window=None):
+        """Normalised float32 HWC arrays, cropped to ``window`` = (top, left, size) first where that is exact."""
+        arrays = {}
+        for key, raw in raws.items():
+            if key == 'defocus':
+                arrays[key] = raw if window is None else crop({key: raw}, *window)[key]
+            elif window is None:
+                arrays[key] = raw_to_float(raw, sample[key], self.channels)
+            else:
+                arrays[key] = crop_then_float(raw, *window, sample[key], self.channels)
         return arrays
 
     def _make_patch_list(self):
         size, stride = int(self.opt['gt_size']), int(self.opt['patch_stride'])
         drop = float(self.opt.get('drop_least_sharp', 0.0))
-        patches, scores = [], []
+        key = scores_key(size, stride, self.channels)
+        patches, scores, recomputed = [], [], 0
         for idx, sample in enumerate(self.samples):
-            gt = self._read({'gt': sample['gt']})['gt']
-            h, w = gt.shape[:2]
+            stored = None
+            if self.cache is not None:
+                entry = self.cache.entry(sample['gt'])
+                (h, w), stored = entry['shape'][:2], entry.get('scores', {}).get(key)
+            if stored is None:  # score the full image, as read for training
+                gt = raw_to_float(self._load_raw('gt', sample['gt']), sample['gt'], self.channels)
+                h, w = gt.shape[:2]
             if size > h or size > w:
                 raise ValueError(f'gt_size {size} is larger than the image ({h}x{w}) of {sample["gt"]}.')
-            tops = sorted(set(list(range(0, h - size + 1, stride)) + [h - size]))
-            lefts = sorted(set(list(range(0, w - size + 1, stride)) + [w - size]))
-            for top in tops:
-                for left in lefts:
-                    patches.append((idx, top, left))
-                    scores.append(sharpness_energy(gt[top:top + size, left:left + size]))
+            grid = patch_grid(h, w, size, stride)
+            if stored is None:
+                stored, recomputed = grid_scores(gt, size, stride), recomputed + 1
+            elif len(stored) != len(grid):
+                raise ValueError(f'Corrupt DPDD cache entry for {sample["gt"]} (option cache_root): {len(stored)} '
+                                 f'patch scores for a grid of {len(grid)}; re-run scripts/cache_dpdd.py.')
+            patches += [(idx, top, left) for top, left in grid]
+            scores += stored
+        if self.cache is not None and recomputed:
+            get_root_logger().info(f'DPDD cache {self.cache.cache_root} holds no patch scores for gt_size {size}, '
+                                   f'patch_stride {stride}: scored {recomputed} images at start-up (scripts/'
+                                   f'cache_dpdd.py --gt-size {size} --patch-stride {stride} stores them).')
         if drop > 0:
             keep = np.argsort(np.asarray(scores))[int(round(drop * len(patches))):]
             patches = [patches[i] for i in sorted(keep)]
@@ -221,15 +278,21 @@ class DPDDDataset(data.Dataset):
         else:
             sample_idx = index
         sample = self.samples[sample_idx]
-        arrays = self._read(sample)
+        raws = self._read_raw(sample)
+        window = None
         if self.phase == 'train':
+            size = int(self.opt['gt_size']) if self.opt.get('gt_size') else None
             if self.patches is not None:
-                arrays = crop(arrays, top, left, int(self.opt['gt_size']))
-            elif self.opt.get('gt_size'):
-                arrays = random_crop(arrays, int(self.opt['gt_size']), sample.get('lq', sample['gt']))
+                window = (top, left, size)
+            elif size:
+                h, w = next(iter(raws.values())).shape[:2]
+                window = (*random_window(h, w, size, sample.get('lq', sample['gt'])), size)
+        arrays = self._to_float(sample, raws, window)
+        if self.phase == 'train':
             arrays = dp_augment(arrays, self.opt.get('use_hflip', False), self.opt.get('use_vflip', False),
                                 self.use_rot)
         out = to_sample(arrays, self.input)
         out['lq_path'] = sample.get('lq', sample.get('lq_l'))
         out['gt_path'] = sample['gt']
+        out['bit_depth'] = bit_depth_of(raws['gt'])  # the files' sample depth, named in the metrics' protocol labels
         return out

@@ -4,8 +4,8 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from os import path as osp
 from torch.utils import data as data
 
-from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, embedded_scenes, procedural_inverse_depth, sample_coc
-from defocusgan_plugin.data.dp_synthesis import synthesize_dp
+from defocusgan_plugin.data.dp_synthesis import (DEFAULT_PSF, embedded_scenes, procedural_inverse_depth, sample_coc,
+                                                 synthesize_dp)
 from defocusgan_plugin.data.dp_transforms import dp_augment, to_sample
 from defocusgan_plugin.data.dpdd_dataset import list_folder
 from defocusgan_plugin.utils.img_io import read_image
@@ -86,8 +86,12 @@ class SyntheticDPDataset(data.Dataset):
                 import cv2
                 inv = np.load(depth_path).astype(np.float32)
                 inv = cv2.resize(inv, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
-            scenes.append(dict(name=osp.splitext(name)[0], image=img, depth='real' if inv is not None else 'procedural',
-                               inv_depth=inv if inv is not None else procedural_inverse_depth(img, rng)))
+            scenes.append(
+                dict(
+                    name=osp.splitext(name)[0],
+                    image=img,
+                    depth='real' if inv is not None else 'procedural',
+                    inv_depth=inv if inv is not None else procedural_inverse_depth(img, rng)))
         return scenes
 
     def __len__(self):
@@ -123,4 +127,5 @@ class SyntheticDPDataset(data.Dataset):
         out = to_sample(arrays, self.input)
         name = f"{scene['name']}_{index:05d}"
         out['lq_path'] = out['gt_path'] = f'synthetic/{name}.png'
+        out['bit_depth'] = 32  # rendered in float, never quantised (the metrics' protocol labels say 'float data')
         return out

@@ -8,8 +8,9 @@ class MapGradientPriorLoss(nn.Module):
     """Gradient prior on a defocus map, ``lambda * ||grad I_DM||`` (DefocusGAN Eq. 5): favours smooth maps.
 
     With ``reduction: sum`` and ``loss_weight: 1e-5`` it is the total variation of the official release (summed
-    over pixels and batch). ``edge_weight > 0`` makes it edge-aware: the penalty at a pixel is scaled by
-    ``exp(-edge_weight * |grad image|)``, so the map may jump where the image has an edge (depth edges usually do).
+    over pixels, channels and batch; the release switches it on after 3000 steps: ``train.prior_start_iter``).
+    ``edge_weight > 0`` makes it edge-aware: the penalty at a pixel is scaled by ``exp(-edge_weight * |grad image|)``,
+    so the map may jump where the image has an edge (depth edges usually do).
 
     Args:
         loss_weight (float): Loss weight lambda. Default: 1.0.
@@ -32,7 +33,7 @@ class MapGradientPriorLoss(nn.Module):
     def forward(self, defocus_map, image=None):
         """
         Args:
-            defocus_map (Tensor): (B, 1, H, W) map.
+            defocus_map (Tensor): (B, C, H, W) map (each channel penalised, e.g. the release's 3-channel maps).
             image (Tensor | None): (B, C, H, W) guide image for the edge-aware weights.
 
         Returns:

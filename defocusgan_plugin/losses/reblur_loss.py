@@ -11,9 +11,10 @@ def _crop(x, border):
 class ReblurGeometricLoss(nn.Module):
     """DefocusGAN's geometric loss L_gem: L1 between the reblurred sharp image and the captured blurred image.
 
-    The reblur ``g(AiF, defocus map; kernels)`` is :func:`defocusgan_plugin.ops.render.reblur_coc`. The combined
-    image only sees |CoC|, so on its own it cannot tell in front of from behind the focal plane. With the dual-pixel
-    views (their kernels swap halves across the focal plane) two more terms are available:
+    The reblur ``g(AiF, defocus map; kernels)`` is :func:`defocusgan_plugin.ops.render.reblur_coc`. The release uses
+    the combined-image term only (``loss_weight: 1000``, the other weights 0, no border crop). With |CoC|-indexed
+    kernels the combined image cannot tell in front of from behind the focal plane; with the dual-pixel views (their
+    kernels swap halves across the focal plane) two more terms are available (this plugin's variant):
 
     * ``view_weight``: L1 on each rendered view against the captured view;
     * ``diff_weight``: L1 on the rendered view difference ``L - R`` against the captured one. This is the term that
@@ -22,17 +23,18 @@ class ReblurGeometricLoss(nn.Module):
       per-view L1 is flat or rising on the wrong side (at -GT it is about that of no blur at all), so with the
       combined term's barrier at 0 a wrongly signed map is a local minimum. How much weight removes that minimum
       depends on the texture: about 1.2 on the embedded synthetic validation images, about 4 on the sharper test
-      scene of ``tests/test_defocus_map.py``; the default 5 covers both.
+      scene of ``tests/test_defocus_map.py``; the plugin's option files use 5.
 
     Args:
         loss_weight (float): Loss weight (the official release uses 1000). Default: 1.0.
         view_weight (float): Weight of the per-view term relative to the combined-image term. Default: 0.
-        diff_weight (float): Weight of the view-difference term relative to the combined-image term. Default: 5.
-        crop_border (int): Pixels ignored at each border, where the reflect padding of the reblur differs from the
-            real scene outside the crop. Default: 0.
+        diff_weight (float): Weight of the view-difference term relative to the combined-image term. Default: 0
+            (release).
+        crop_border (int): Pixels ignored at each border, where the padding of the reblur differs from the real
+            scene outside the crop. Default: 0.
     """
 
-    def __init__(self, loss_weight=1.0, view_weight=0.0, diff_weight=5.0, crop_border=0):
+    def __init__(self, loss_weight=1.0, view_weight=0.0, diff_weight=0.0, crop_border=0):
         super().__init__()
         if min(view_weight, diff_weight, crop_border) < 0:
             raise ValueError(f'ReblurGeometricLoss: view_weight ({view_weight}), diff_weight ({diff_weight}) and '

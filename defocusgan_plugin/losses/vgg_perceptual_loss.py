@@ -25,6 +25,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class VGG19PerceptualLoss(nn.Module):
     """Distance between VGG19 features of the output and the target at one layer (pre-activation).
 
+    The defaults are the DefocusGAN release's: torchvision's VGG19 ``features`` up to and including conv3_3 (before its
+    ReLU), fed the raw [0, 1] RGB images (no ImageNet mean/std), mean squared error, the target's features detached.
+    ``use_input_norm: true`` normalises the inputs first (BasicSR's ``PerceptualLoss`` does); the feature differences
+    are then about 19x larger, so a weight tuned for one setting does not carry over to the other.
+
     Returns ``(loss, None)`` like BasicSR's ``PerceptualLoss`` (perceptual term, no style term), so it also works as
     ``perceptual_opt`` of BasicSR's SRModel / SRGANModel.
 
@@ -35,12 +40,24 @@ class VGG19PerceptualLoss(nn.Module):
         vgg_path (str | None): Local torchvision VGG19 state dict. Default: searched (see module docstring).
         pretrained (bool): False builds a randomly initialised VGG19 (no file needed; the loss is then a fixed
             random-feature loss, not a perceptual one). Default: True.
-        use_input_norm (bool): Normalise inputs in [0, 1] (RGB) with ImageNet mean and std. Default: True.
+        use_input_norm (bool): Normalise inputs in [0, 1] (RGB) with ImageNet mean and std. Default: False
+            (release).
+        channel_order (str): Colour order VGG19 is fed: 'rgb' (what it was trained on) or 'bgr' (the release feeds
+            its OpenCV-read BGR images as they are). Inputs of the loss are RGB either way. Default: 'rgb'.
     """
 
-    def __init__(self, loss_weight=0.012, layer='conv3_3', criterion='l2', vgg_path=None, pretrained=True,
-                 use_input_norm=True):
+    def __init__(self,
+                 loss_weight=0.012,
+                 layer='conv3_3',
+                 criterion='l2',
+                 vgg_path=None,
+                 pretrained=True,
+                 use_input_norm=False,
+                 channel_order='rgb'):
         super().__init__()
+        if channel_order not in ('rgb', 'bgr'):
+            raise ValueError(f"VGG19PerceptualLoss channel_order must be 'rgb' or 'bgr', got {channel_order!r}.")
+        self.swap_channels = channel_order == 'bgr'
         names = NAMES['vgg19']
         if layer not in names or not layer.startswith('conv'):
             raise ValueError(f'VGG19PerceptualLoss layer must be a VGG19 conv layer '
@@ -80,7 +97,7 @@ class VGG19PerceptualLoss(nn.Module):
     def _extract(self, x):
         if self.use_input_norm:
             x = (x - self.mean) / self.std
-        return self.features(x)
+        return self.features(x.flip(1) if self.swap_channels else x)
 
     def forward(self, x, gt):
         """

@@ -66,3 +66,25 @@ def calculate_dpdd_ssim(img, img2, crop_border=0, input_order='HWC', **kwargs):
     from skimage.metrics import structural_similarity
     a, b = _pair(img, img2, input_order, crop_border)
     return float(structural_similarity(a, b, data_range=1.0, channel_axis=2))
+
+
+def input_scores(loader, metrics=None):
+    """Mean PSNR / SSIM / MAE of the blurred input (``lq``) against ``gt`` over a loader: the "doing nothing" row of
+    a comparison, on 8-bit images as BasicSR's validation scores outputs.
+
+    Args:
+        loader (Iterable[dict]): Batches of one sample with ``lq`` and ``gt`` (e.g. a test DataLoader).
+        metrics (dict[str, callable] | None): Name -> metric function. Default: psnr, ssim, mae of this module.
+
+    Returns:
+        dict[str, float]: Mean value per metric.
+    """
+    from basicsr.utils import tensor2img
+    metrics = metrics or {'psnr': calculate_dpdd_psnr, 'ssim': calculate_dpdd_ssim, 'mae': calculate_mae}
+    sums, count = dict.fromkeys(metrics, 0.0), 0
+    for data in loader:
+        pred, ref = tensor2img([data['lq']]), tensor2img([data['gt']])
+        for key, fn in metrics.items():
+            sums[key] += fn(pred, ref)
+        count += 1
+    return {k: v / count for k, v in sums.items()}

@@ -57,8 +57,15 @@ class DefocusDeconvModel(DefocusMapModel):
             else:
                 self.output = self.net_map(self.lq)
             self.reblurred = None  # the map model's reblur is not needed here
-            self.result = deconv_layered(self.blurred, self.output, self.net_kernel(), self.method,
-                                         linear_light=self.kernel_module.linear_light, **self.deconv_opt)
+            kernels, start = self.net_kernel(), int(self.kernel_module.radii()[0])  # signed sets start at -R
+            self.result = deconv_layered(
+                self.blurred,
+                self.output,
+                kernels,
+                self.method,
+                linear_light=self.kernel_module.linear_light,
+                start=start,
+                **self.deconv_opt)
         self.net_map.train()
 
     def metric_inputs(self):

@@ -4,35 +4,15 @@ import os
 import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
-from basicsr.metrics import calculate_metric
-from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from collections import OrderedDict
 from os import path as osp
 
-from defocusgan_plugin.metrics.defocus_map_metric import DEFOCUS_MAP_METRICS
-from defocusgan_plugin.models.dp_base_model import DPBaseModel
+from defocusgan_plugin.models.map_validation_model import MapValidationModel, diverging_colormap
 from defocusgan_plugin.ops.render import reblur_coc
 
 PHASES = ('network', 'kernel')
-
-
-def diverging_colormap(values, limit):
-    """Signed map -> BGR uint8 image: blue in front of the focal plane, white in focus, red behind it.
-
-    Args:
-        values (ndarray): HxW signed values.
-        limit (float): Value drawn at full saturation (larger magnitudes are clipped).
-
-    Returns:
-        ndarray: HxWx3 uint8 BGR.
-    """
-    t = np.clip(values / max(float(limit), 1e-6), -1.0, 1.0)[..., None]
-    white = np.ones(3)
-    red, blue = np.array([0.15, 0.15, 0.85]), np.array([0.85, 0.25, 0.15])  # BGR
-    rgb = np.where(t >= 0, white + t * (red - white), white - t * (blue - white))
-    return (rgb * 255.0 + 0.5).astype(np.uint8)
 
 
 def kernel_grid(kernels, cell_gap=1):
@@ -50,19 +30,24 @@ def kernel_grid(kernels, cell_gap=1):
 
 
 @MODEL_REGISTRY.register()
-class DefocusMapModel(DPBaseModel):
+class DefocusMapModel(MapValidationModel):
     """DefocusGAN stage 1: unsupervised defocus-map estimation with a learnable blur kernel.
 
     ``network_map`` (e.g. :class:`DefocusMapNet`) maps the dual-pixel views to a signed CoC map; ``network_kernel``
     (:class:`LearnableBlurKernel`) holds one kernel per integer radius. No ground-truth map is used: the sharp image
     ``gt`` reblurred by the map and the kernels (:func:`defocusgan_plugin.ops.render.reblur_coc`) must match the
     captured blurred image, and the rendered DP views the captured ones (``train.reblur_opt``), plus a gradient prior
-    on the map (``train.prior_opt``, switched on after ``train.prior_start_iter``).
+    on the map (``train.prior_opt``, switched on after ``train.prior_start_iter``). How the kernels blur (signed
+    kernel sets, 'gather' or 'normalized' compositing, zero or reflect padding, linear light) is read from the kernel
+    module (:class:`LearnableBlurKernel`); a map with one channel per colour channel (the release's
+    ``DefocusMapReleaseNet``) blurs each colour channel by its own map channel.
 
     Phases (DefocusGAN): the network alone with the kernels fixed for ``train.phase_schedule.network_iters``, then
     kernel-only and network-only phases of ``alternate_iters`` each, in turn (``alternate_iters: 0`` never trains the
     kernels). The frozen part runs without gradients and its optimiser does not step, so it stays bit-identical.
-    Optimisers: ``train.optim_map`` and ``train.optim_kernel``; the phase is saved with the training state.
+    Optimisers: ``train.optim_map`` and ``train.optim_kernel``; the phase is saved with the training state. With
+    ``train.amp`` only the map network runs under autocast: the kernels, the reblur and the losses stay fp32;
+    ``train.compile`` compiles the map network.
 
     Validation writes per image a colour-mapped map (``*_map.png``; red behind, blue in front of the focal plane) and
     the reblurred image (``*_reblur.png``), and the kernels as ``.npy`` and a PNG grid. Metrics (``val.metrics``):
@@ -91,6 +76,7 @@ class DefocusMapModel(DPBaseModel):
         self.phase = None
         if self.is_train:
             self.init_training_settings()
+            self.net_map = self.compile_network(self.net_map)  # not the kernel module: a few small tensor operations
 
     # ------------------------------------------------------------------ training set-up
     def init_training_settings(self):
@@ -160,8 +146,17 @@ class DefocusMapModel(DPBaseModel):
         dp = self.kernel_module.dp_kernels(kernels) if views else None
         # conv2d's backward to its weights is far slower than FFT's (scripts/benchmark_reblur.py)
         method = 'fft' if kernels.requires_grad else 'auto'
-        return reblur_coc(self.gt, defocus_map, kernels, dp, linear_light=self.kernel_module.linear_light,
-                          method=method)
+        module = self.kernel_module
+        return reblur_coc(
+            self.gt,
+            defocus_map,
+            kernels,
+            dp,
+            linear_light=module.linear_light,
+            method=method,
+            signed=module.signed,
+            composite=module.composite,
+            padding=module.padding)
 
     def update_phase(self, current_iter):
         phase = self.phase_at(current_iter)
@@ -178,10 +173,13 @@ class DefocusMapModel(DPBaseModel):
         self.optimizer_map.zero_grad(set_to_none=True)
         self.optimizer_kernel.zero_grad(set_to_none=True)
         # The frozen part runs without autograd: no gradient can reach it, and DDP does not wait for one.
-        with torch.set_grad_enabled(phase == 'network'):
-            self.output = self.net_map(self.lq)
+        with torch.set_grad_enabled(phase == 'network'), self.autocast():
+            output = self.net_map(self.lq)
+        # everything after the map network in fp32: the kernels, the reblur (FFT convolutions, whose half-precision
+        # round-off grows with the transform size) and the losses
+        self.output = output.float()
         with torch.set_grad_enabled(phase == 'kernel'):
-            kernels = self.net_kernel()
+            kernels = self.net_kernel().float()
         self.reblurred, reblurred_views = self.reblur(self.output, kernels, views=self.cri_reblur.uses_views)
 
         loss_dict = OrderedDict()
@@ -189,11 +187,9 @@ class DefocusMapModel(DPBaseModel):
         if phase == 'network' and self.cri_prior is not None and current_iter > self.prior_start_iter:
             loss_dict['l_prior'] = self.cri_prior(self.output, self.gt)
             l_total = l_total + loss_dict['l_prior']
-        l_total.backward()
-        net, optimizer = (self.net_map, self.optimizer_map) if phase == 'network' else (self.net_kernel,
-                                                                                       self.optimizer_kernel)
-        if self.step_is_finite(loss_dict, [net], current_iter):
-            optimizer.step()
+        self.backward(l_total)
+        trained = (self.net_map, self.optimizer_map) if phase == 'network' else (self.net_kernel, self.optimizer_kernel)
+        self.guarded_step(loss_dict, [trained], current_iter)
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     def test(self):
@@ -217,7 +213,7 @@ class DefocusMapModel(DPBaseModel):
     def save_visuals(self, img_name, tag, folder):
         """Writes the colour-mapped map and the reblurred image of the current sample."""
         limit = (self.opt.get('val') or {}).get('map_range') or getattr(self.get_bare_model(self.net_map), 'cap', 1)
-        out_map = self.output[0, 0].detach().cpu().numpy()
+        out_map = self.output[0].detach().mean(0).cpu().numpy()  # a map per colour channel (release): their mean
         imwrite(diverging_colormap(out_map, limit), osp.join(folder, f'{img_name}_{tag}_map.png'))
         if self.reblurred is not None:
             imwrite(tensor2img(self.reblurred.detach().cpu()), osp.join(folder, f'{img_name}_{tag}_reblur.png'))
@@ -230,59 +226,6 @@ class DefocusMapModel(DPBaseModel):
         os.makedirs(folder, exist_ok=True)
         np.save(osp.join(folder, f'kernels_{tag}.npy'), kernels)
         imwrite(kernel_grid(kernels), osp.join(folder, f'kernels_{tag}.png'))
-
-    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        dataset_name = dataloader.dataset.opt['name']
-        val_opt = self.opt.get('val') or {}
-        metrics = dict(val_opt.get('metrics') or {})
-        if not any(m['type'] not in DEFOCUS_MAP_METRICS for m in metrics.values()):
-            metrics.update(self.default_metrics())
-        sums, counts = dict.fromkeys(metrics, 0.0), dict.fromkeys(metrics, 0)
-        tag = current_iter if self.opt['is_train'] else (val_opt.get('suffix') or self.opt['name'])
-        for val_data in dataloader:
-            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
-            self.feed_data(val_data)
-            self.test()
-            pair = self.metric_inputs()
-            images = None if pair is None else dict(img=tensor2img(pair[0].cpu()), img2=tensor2img(pair[1].cpu()))
-            maps = None if self.gt_map is None else dict(img=self.output[0, 0].cpu(), img2=self.gt_map[0, 0].cpu())
-            for name, metric_opt in metrics.items():
-                data = maps if metric_opt['type'] in DEFOCUS_MAP_METRICS else images
-                if data is not None:
-                    sums[name] += calculate_metric(data, metric_opt)
-                    counts[name] += 1
-            if save_img:
-                folder = osp.join(self.opt['path']['visualization'], img_name if self.opt['is_train'] else
-                                  dataset_name)
-                self.save_visuals(img_name, tag, folder)
-                if not self.opt['is_train']:
-                    maps = osp.join(osp.dirname(self.opt['path']['visualization']), 'defocus_maps', dataset_name)
-                    os.makedirs(maps, exist_ok=True)
-                    np.save(osp.join(maps, f'{img_name}.npy'), self.output[0, 0].cpu().numpy())
-        self.save_kernels(tag)
-        skipped = [name for name, count in counts.items() if count == 0]
-        if skipped:
-            get_root_logger().info(f'Validation {dataset_name}: no data for {", ".join(skipped)} (defocus-map metrics '
-                                   'need the dataset\'s defocus maps; image metrics need gt and the blurred image).')
-        self.metric_results = {name: sums[name] / counts[name] for name in metrics if counts[name]}
-        if not self.metric_results:
-            return
-        self._init_best(dataset_name, metrics)
-        for name, value in self.metric_results.items():
-            self._update_best_metric_result(dataset_name, name, value, current_iter)
-        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
-
-    def _init_best(self, dataset_name, metrics):
-        if not hasattr(self, 'best_metric_results'):
-            self.best_metric_results = {}
-        record = self.best_metric_results.setdefault(dataset_name, {})
-        for name, metric_opt in metrics.items():
-            better = metric_opt.get('better', 'lower' if metric_opt['type'] in DEFOCUS_MAP_METRICS else 'higher')
-            record.setdefault(name, dict(better=better, val=float('-inf') if better == 'higher' else float('inf'),
-                                         iter=-1))
-
-    dist_validation = SRModel.dist_validation
-    _log_validation_metric_values = SRModel._log_validation_metric_values
 
     visual_keys = ('reblurred', 'blurred', 'gt', 'gt_map')
 

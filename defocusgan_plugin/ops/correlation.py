@@ -8,7 +8,7 @@ DP disparity is horizontal and its sign tells the side of the focal plane. In th
 import torch
 import torch.nn.functional as F
 
-from defocusgan_plugin.ops.mpi import box_mean
+from defocusgan_plugin.ops.filters import box_mean
 from defocusgan_plugin.ops.render import blur_layers
 
 

@@ -7,7 +7,7 @@ of stage 1. Everything runs in the FFT domain on a reflect-padded image; the pad
 """
 import torch
 
-from defocusgan_plugin.ops.render import _fast_len, _pad2d, linear_to_srgb, srgb_to_linear, tent_weights
+from defocusgan_plugin.ops.render import fast_fft_len, linear_to_srgb, pad2d, srgb_to_linear, tent_weights
 
 
 def _kernel_spectrum(kernels, size):
@@ -36,8 +36,8 @@ class _PaddedSpectrum:
     def __init__(self, image, kernel_size):
         self.h, self.w = image.shape[-2:]
         self.pad = kernel_size  # a full kernel width on each side keeps the circular wrap inside the padding
-        self.padded = _pad2d(image, self.pad)
-        self.size = (_fast_len(self.padded.shape[-2]), _fast_len(self.padded.shape[-1]))
+        self.padded = pad2d(image, self.pad)
+        self.size = (fast_fft_len(self.padded.shape[-2]), fast_fft_len(self.padded.shape[-1]))
 
     def crop(self, x):
         return x[..., self.pad:self.pad + self.h, self.pad:self.pad + self.w]
@@ -100,13 +100,15 @@ def richardson_lucy(image, kernel, iterations=30, eps=1e-6, grid=None):
     return grid.crop(estimate)
 
 
-def deconv_layered(image, coc, kernels, method='wiener', linear_light=False, **kwargs):
-    """Spatially varying deconvolution: one deconvolution per integer |CoC| radius, blended by the map.
+def deconv_layered(image, coc, kernels, method='wiener', linear_light=False, start=0, **kwargs):
+    """Spatially varying deconvolution: one deconvolution per integer CoC radius, blended by the map.
 
     Args:
         image (Tensor): (B, C, H, W) blurred image in [0, 1] (sRGB-encoded when ``linear_light``).
-        coc (Tensor): (B, 1, H, W) CoC radius in pixels (the sign is ignored).
-        kernels (Tensor): (R + 1, K, K) kernels of the radii 0..R (e.g. ``LearnableBlurKernel()``).
+        coc (Tensor): (B, 1, H, W) CoC radius in pixels, or (B, C, H, W): one map per colour channel.
+        kernels (Tensor): (N, K, K) kernels of the radii ``start .. start + N - 1`` (``LearnableBlurKernel()``).
+        start (int): Radius of ``kernels[0]``: 0 for kernels by |radius| (the map's sign is then ignored), -R for
+            the signed sets -R..R of the release (``LearnableBlurKernel.radii()[0]``). Default: 0.
         method (str): 'wiener' (:func:`wiener_deconv`) or 'rl' (:func:`richardson_lucy`).
         linear_light (bool): Deconvolve in linear light, as the kernels blur there.
         **kwargs: Passed to the method (``reg`` for Wiener; ``iterations`` for RL).
@@ -117,7 +119,8 @@ def deconv_layered(image, coc, kernels, method='wiener', linear_light=False, **k
     if method not in ('wiener', 'rl'):
         raise ValueError(f"Unknown deconvolution method '{method}'; use 'wiener' or 'rl'.")
     x = srgb_to_linear(image) if linear_light else image
-    weights = tent_weights(coc.abs(), 0.0, 1.0, kernels.shape[0])  # (B, N, 1, H, W)
+    values = coc.abs() if start == 0 else coc
+    weights = tent_weights(values, float(start), 1.0, kernels.shape[0])  # (B, N, C, H, W)
     grid = _PaddedSpectrum(x, kernels.shape[-1])
     spectrum = torch.fft.rfft2(grid.padded, s=grid.size) if method == 'wiener' else None
     out = torch.zeros_like(x)

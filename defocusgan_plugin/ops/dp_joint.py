@@ -1,19 +1,23 @@
 """Joint test-time optimisation of an all-in-focus image and a defocus map from one DP pair (Xin et al., ICCV 2021).
 
 For each image an MPI (:mod:`defocusgan_plugin.ops.mpi`) is fitted so that its rendered left/right views match the
-observed ones, under priors: a Charbonnier data term on both views, edge-aware total variation of the all-in-focus
-image, total variation of sqrt(alpha) and a collision-entropy prior that pushes each pixel towards one layer.
+observed ones, under priors. Two objectives:
 
-Speed (the original needs ~10k full-resolution iterations, about 2 hours per image on a Titan RTX):
+* ``release``: the official release's objective, term by term (:mod:`defocusgan_plugin.ops.dp_objective`):
+  exposure-normalised, bias-corrected Charbonnier data term, auxiliary per-layer data term, local-variance TV with
+  edge masks on the all-in-focus image and every layer, TV of sqrt(alpha) and sqrt(transmittance), collision
+  entropy; the MPI edge-padded for rendering; a bilateral filter of the all-in-focus image at the end;
+* ``plugin``: the plugin's earlier, lighter objective (Charbonnier data term, edge-aware gradient TV of the
+  all-in-focus image guided by the input, TV of sqrt(alpha), normalised collision entropy).
 
-* all layers and both views are blurred in one FFT call (grouped ``conv2d`` for small kernels);
-* coarse to fine: most iterations run at 1/4 resolution with kernels scaled accordingly, then the logits are
-  upsampled and refined at 1/2 and full resolution;
-* each level stops early when the loss plateaus;
-* the layer range and a starting defocus map come from the DP cross-convolution identity ``L * k_R = R * k_L``
-  (:func:`cross_defocus`), so the MPI starts near the answer instead of from equally visible layers;
-* optional bfloat16 autocast of the rendering: only the small-kernel ``conv2d`` path runs in reduced precision,
-  the FFTs and the losses stay float32.
+Presets (``preset``): ``release`` = the release's objective and schedule (Adam 0.3 -> 0.1 log-decay, 10 000
+full-resolution iterations, uniform start); ``fast`` = the same objective, optimised coarse to fine from the DP
+cross-convolution map with early stopping; none = the ``plugin`` objective with its coarse-to-fine schedule.
+
+Speed: all layers, both views and every cell of a spatially varying kernel grid are blurred in one FFT call
+(:func:`defocusgan_plugin.ops.render.blur_layers_grid`); coarse-to-fine levels run at reduced resolution with
+kernels scaled accordingly and stop early on a plateau; the layer range and a start come from the cross-convolution
+identity ``L * k_R = R * k_L`` (:func:`cross_defocus`).
 """
 import math
 import time
@@ -21,13 +25,97 @@ import torch
 import torch.nn.functional as F
 
 from defocusgan_plugin.ops.correlation import cross_convolution_costs
-from defocusgan_plugin.ops.mpi import (charbonnier, collision_entropy, edge_aware_tv, expected_value,
-                                       layer_radii, render_mpi, sqrt_alpha_tv, visibility_weights)
+from defocusgan_plugin.ops.dp_objective import (NOISE_C, NOISE_SIGMA, RELEASE_WEIGHTS, exposure_factor, noise_bias,
+                                                release_terms)
+from defocusgan_plugin.ops.filters import bilateral_filter, fill_invalid
+from defocusgan_plugin.ops.mpi import (charbonnier, collision_entropy, edge_aware_tv, expected_value, layer_radii,
+                                       render_mpi, sqrt_alpha_tv, visibility_weights)
 from defocusgan_plugin.ops.render import tent_weights, weights_to_alphas
 
 DEFAULT_LEVELS = ({'scale': 0.25, 'iters': 400}, {'scale': 0.5, 'iters': 200}, {'scale': 1.0, 'iters': 100})
 DEFAULT_WEIGHTS = {'data': 1.0, 'aif_tv': 1e-2, 'alpha_tv': 2e-3, 'entropy': 2e-3}
 DEFAULT_EARLY_STOP = {'window': 20, 'rel_tol': 0.05}
+RELEASE_POST_FILTER = {'sigma_s': 3.0, 'sigma_v': 0.05, 'quantized': True}
+
+# Solver options without a preset (the plugin's earlier behaviour); a preset overrides some of them, and options
+# given explicitly override the preset.
+BASE_OPTIONS = dict(
+    objective='plugin',
+    num_layers=12,
+    colors='per_layer',
+    levels=DEFAULT_LEVELS,
+    lr=(0.1, 0.03),
+    weights=None,
+    gamma=0.1,
+    edge_sigma=0.05,
+    early_stop=DEFAULT_EARLY_STOP,
+    max_radius=25.0,
+    search_scale=1.0,
+    init='cross',
+    init_mix=0.3,
+    color_init='view',
+    amp=False,
+    blur_method='auto',
+    pad_mode='reflect',
+    post_filter=None,
+    noise=None,
+    one_sided=0.0,
+    include_focus=False,
+    min_level_radius=0.0)
+PRESETS = {
+    # the release: 10 000 full-resolution iterations from equally visible layers at the global mean colour
+    'release':
+    dict(
+        objective='release',
+        levels=({
+            'scale': 1.0,
+            'iters': 10000
+        }, ),
+        lr=(0.3, 0.1),
+        init='uniform',
+        color_init='global',
+        early_stop=None,
+        pad_mode='replicate',
+        post_filter=RELEASE_POST_FILTER,
+        noise={
+            'sigma': NOISE_SIGMA,
+            'c': NOISE_C
+        },
+        one_sided=0.1,
+        include_focus=True,
+        blur_method='fft'),
+    # the same objective, coarse to fine from the cross-convolution map, stopping each level on a plateau
+    # (levels whose blur is too small to see are merged into the next one: see min_level_radius)
+    'fast':
+    dict(
+        objective='release',
+        levels=({
+            'scale': 0.5,
+            'iters': 40
+        }, {
+            'scale': 1.0,
+            'iters': 10
+        }),
+        min_level_radius=4.0,
+        lr=(0.3, 0.1),
+        init='cross',
+        color_init='view',
+        early_stop={
+            'window': 10,
+            'rel_tol': 0.001
+        },
+        pad_mode='replicate',
+        post_filter=RELEASE_POST_FILTER,
+        noise={
+            'sigma': NOISE_SIGMA,
+            'c': NOISE_C
+        },
+        one_sided=0.1,
+        include_focus=True,
+        search_scale='auto',
+        blur_method='fft'),
+}
+_UNSET = object()
 
 
 def _resize(x, size):
@@ -61,6 +149,8 @@ def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=
     """
     probe = torch.arange(-math.ceil(max_radius / step), math.ceil(max_radius / step) + 1) * step
     probe = probe[probe.abs() <= max_radius + 1e-6]
+    if getattr(bank, 'grid', (1, 1)) != (1, 1) and hasattr(bank, 'averaged'):
+        bank = bank.averaged()  # resample one kernel set, not one per cell
     gray_l, gray_r = left.float().mean(1, keepdim=True), right.float().mean(1, keepdim=True)
     costs, textures = [], []
     for chunk in probe.split(chunk_size):  # bounds the memory of the FFTs at full resolution
@@ -76,11 +166,47 @@ def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=
     return radius, confident
 
 
-def estimate_radius_range(radius, confident, quantiles=(0.02, 0.98), margin=0.5, min_span=1.0):
-    """Signed radius range of a scene: quantiles of the confident radii, widened by ``margin`` on each side."""
+def estimate_radius_range(radius,
+                          confident,
+                          quantiles=(0.02, 0.98),
+                          margin=0.5,
+                          min_span=1.0,
+                          one_sided=0.0,
+                          off_focus=1.0,
+                          include_focus=False):
+    """Signed radius range of a scene: quantiles of the confident radii, widened by ``margin`` on each side.
+
+    Args:
+        radius (Tensor): Per-pixel signed radii (:func:`cross_defocus`).
+        confident (Tensor): Bool mask of the same shape; all pixels are used when fewer than 16 are confident.
+        quantiles (tuple[float, float]): Lower and upper quantile.
+        margin (float): Widening on each side, pixels.
+        min_span (float): Smallest span of the range, pixels.
+        one_sided (float): When the range crosses 0 but fewer than this share of the samples clearly off focus
+            (``|r| > off_focus``) lie on one side, that side is cut at 0: a scene on one side of the focal plane
+            (as the Pixel-4 data) spends no layers on the other. 0 disables.
+        off_focus (float): See ``one_sided``.
+        include_focus (bool): Extend the range to radius 0: a photograph is focused on something in it, and the
+            in-focus parts are the least confident ones of the cross-convolution search (small kernels differ
+            little), so the quantiles tend to miss them.
+
+    Returns:
+        tuple[float, float]: (low, high).
+    """
     samples = radius[confident] if int(confident.sum()) >= 16 else radius.reshape(-1)
-    low, high = (float(torch.quantile(samples.float(), q)) for q in quantiles)
+    samples = samples.float()
+    low, high = (float(torch.quantile(samples, q)) for q in quantiles)
     low, high = low - margin, high + margin
+    if include_focus:
+        low, high = min(low, 0.0), max(high, 0.0)
+    if one_sided > 0 and low < 0 < high:
+        off = samples[samples.abs() > off_focus]
+        if off.numel():
+            negative = float((off < 0).float().mean())
+            if negative < one_sided:
+                low = 0.0
+            elif 1.0 - negative < one_sided:
+                high = 0.0
     if high - low < min_span:
         mid = 0.5 * (low + high)
         low, high = mid - 0.5 * min_span, mid + 0.5 * min_span
@@ -89,11 +215,10 @@ def estimate_radius_range(radius, confident, quantiles=(0.02, 0.98), margin=0.5,
 
 def fill_unconfident(radius, confident):
     """Replaces unconfident radii by the radius of the nearest confident pixel (the median if none is)."""
-    from defocusgan_plugin.data.dp_synthesis import _fill_invalid  # lazy: the data package imports ops
     if not bool(confident.any()):
         return torch.full_like(radius, float(radius.median()))
     values = torch.where(confident, radius, torch.full_like(radius, float('nan')))[0, 0].cpu().numpy()
-    return torch.from_numpy(_fill_invalid(values)).to(radius)[None, None]
+    return torch.from_numpy(fill_invalid(values)).to(radius)[None, None]
 
 
 def _logit(p):
@@ -103,71 +228,159 @@ def _logit(p):
 class DPJointSolver:
     """Fits an MPI to a DP pair; call it with the two views to get the all-in-focus image and the defocus map.
 
+    Every option but ``bank`` defaults to the value of the ``preset`` (see ``PRESETS``), else to ``BASE_OPTIONS``;
+    an option given explicitly overrides the preset.
+
     Args:
         bank (callable): Kernel bank (:mod:`defocusgan_plugin.ops.kernel_bank`): signed radii (N,) in pixels at the
-            working resolution -> (G, 2, N, K, K), with a ``grid`` attribute.
+            working resolution -> (G, 2, N, K, K), with ``grid`` and ``frame_size`` attributes.
+        preset (str | None): 'release', 'fast' or None.
+        objective (str): 'release' (the official release's terms, :func:`defocusgan_plugin.ops.dp_objective.
+            release_terms`) or 'plugin' (the plugin's earlier objective).
         num_layers (int): MPI layers (paper: 12).
-        colors (str): 'per_layer' (a colour per layer, as the official release) or 'shared' (one all-in-focus
-            colour for all layers).
+        colors (str): 'per_layer' (a colour per layer, as the release; required by 'release') or 'shared'.
         levels (list[dict]): Coarse-to-fine schedule: ``scale`` (of the input resolution) and ``iters`` per level.
             The result is always returned at full resolution.
-        lr (list[float]): Adam learning rate at the start and end of each level, decayed log-linearly
-            (release: 0.3 -> 0.1).
-        weights (dict): Loss weights ``data``, ``aif_tv``, ``alpha_tv``, ``entropy``.
-        gamma (float): Charbonnier scale of the data term (release: 0.1).
-        edge_sigma (float): Guide-difference scale of the edge-aware TV.
+        lr (list[float]): Adam learning rate at the start and end of each level, decayed log-linearly.
+        weights (dict): Loss weights; 'release': ``data``, ``aux_data``, ``aif_tv``, ``alpha_tv``, ``entropy`` as
+            the release writes them (defaults: 2.5e4, 2.5e4, 30, 7.5e4, 20; the release tunes ``alpha_tv`` within
+            1.5e4-7.5e4 and ``entropy`` within 20-30 per scene); 'plugin': ``data``, ``aif_tv``, ``alpha_tv``,
+            ``entropy``.
+        gamma (float): Charbonnier scale (release: 0.1).
+        edge_sigma (float): Guide-difference scale of the 'plugin' objective's edge-aware TV.
         early_stop (dict | None): A level stops when its smoothed loss has improved by less than ``rel_tol``
             (relative) over the last ``window`` iterations; None runs every iteration.
         max_radius (float): Largest |radius| (full-resolution pixels) the per-image search of the layer range
-            considers (:func:`cross_defocus`). Default: 25 (DPDD's largest blur).
-        search_scale (float): Resolution (fraction of the input) of the range search and the 'cross' start.
-        init (str): 'cross' starts the layers from the cross-convolution map (:func:`cross_defocus`), which cuts the
-            iterations needed several-fold; 'uniform' starts from equally visible layers (the release).
+            considers (:func:`cross_defocus`).
+        search_scale (float | str): Resolution (fraction of the input) of the range search and the 'cross' start;
+            'auto': ``min(1, 6 / max_radius)`` (the largest radius searched is then ~6 px at that resolution).
+        init (str): 'cross' starts the layers from the cross-convolution map (:func:`cross_defocus`); 'uniform'
+            starts from equally visible layers (the release).
         init_mix (float): Share of the uniform layer split mixed into the 'cross' start (see :meth:`init_params`).
-        amp (bool): bfloat16 autocast of the rendering: the small-kernel ``conv2d`` path runs in bfloat16 (a GPU
-            gain; on most CPUs a loss), the FFTs and the losses stay float32.
+        color_init (str): Start of the layer colours: 'view' (the mean of the two views, per pixel) or 'global'
+            (their global mean, as the release).
+        amp (bool): bfloat16 autocast of the 'plugin' objective's rendering (the small-kernel ``conv2d`` path).
         blur_method (str): 'auto', 'fft' or 'conv' (see :func:`defocusgan_plugin.ops.render.blur_layers`).
+        pad_mode (str): Padding of the MPI at the image border for rendering: 'reflect' or 'replicate' (release).
+        post_filter (dict | None): Bilateral filter of the exposure-normalised all-in-focus image
+            (:func:`defocusgan_plugin.ops.filters.bilateral_filter` options ``sigma_s``, ``sigma_v``,
+            ``quantized``; release: 3, 0.05, true); None: no filter.
+        noise (dict | None): Noise bias correction of the 'release' objective: ``sigma``, ``c`` (release: 5e-3,
+            5e-3); at a level of scale ``s`` the bias is multiplied by ``s^2`` (downsampling averages the noise).
+            None: no correction.
+        one_sided (float): See :func:`estimate_radius_range` (0 keeps signed ranges as estimated).
+        include_focus (bool): See :func:`estimate_radius_range`.
+        min_level_radius (float): A level whose largest layer radius (pixels at its resolution) is below this is
+            skipped and its iterations go to the next level at equal pixel cost (``iters * scale^2``): coarse levels
+            help only while the blur is still visible there (0: every level runs).
     """
 
-    def __init__(self, bank, num_layers=12, colors='per_layer', levels=DEFAULT_LEVELS, lr=(0.1, 0.03), weights=None,
-                 gamma=0.1, edge_sigma=0.05, early_stop=DEFAULT_EARLY_STOP, max_radius=25.0, search_scale=1.0,
-                 init='cross', init_mix=0.3, amp=False, blur_method='auto'):
-        if colors not in ('per_layer', 'shared'):
-            raise ValueError(f"colors must be 'per_layer' or 'shared', got {colors!r}.")
-        if int(num_layers) < 2:
-            raise ValueError(f'num_layers must be at least 2, got {num_layers}.')
-        if init not in ('cross', 'uniform'):
-            raise ValueError(f"init must be 'cross' or 'uniform', got {init!r}.")
-        if float(max_radius) <= 0:
-            raise ValueError(f'max_radius must be positive, got {max_radius}.')
-        self.levels = [dict(level) for level in levels]
+    def __init__(self,
+                 bank,
+                 preset=None,
+                 objective=_UNSET,
+                 num_layers=_UNSET,
+                 colors=_UNSET,
+                 levels=_UNSET,
+                 lr=_UNSET,
+                 weights=_UNSET,
+                 gamma=_UNSET,
+                 edge_sigma=_UNSET,
+                 early_stop=_UNSET,
+                 max_radius=_UNSET,
+                 search_scale=_UNSET,
+                 init=_UNSET,
+                 init_mix=_UNSET,
+                 color_init=_UNSET,
+                 amp=_UNSET,
+                 blur_method=_UNSET,
+                 pad_mode=_UNSET,
+                 post_filter=_UNSET,
+                 noise=_UNSET,
+                 one_sided=_UNSET,
+                 include_focus=_UNSET,
+                 min_level_radius=_UNSET):
+        given = {k: v for k, v in locals().items() if k not in ('self', 'bank', 'preset') and v is not _UNSET}
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}.")
+        opt = {**BASE_OPTIONS, **(PRESETS[preset] if preset else {}), **given}
+        self.bank, self.preset = bank, preset
+        self.objective = opt['objective']
+        if self.objective not in ('release', 'plugin'):
+            raise ValueError(f"objective must be 'release' or 'plugin', got {self.objective!r}.")
+        if opt['colors'] not in ('per_layer', 'shared'):
+            raise ValueError(f"colors must be 'per_layer' or 'shared', got {opt['colors']!r}.")
+        if self.objective == 'release' and opt['colors'] != 'per_layer':
+            raise ValueError("objective 'release' needs colors: per_layer (its auxiliary term and smoothness prior "
+                             'act on each layer\'s colour).')
+        if int(opt['num_layers']) < 2:
+            raise ValueError(f"num_layers must be at least 2, got {opt['num_layers']}.")
+        if opt['init'] not in ('cross', 'uniform'):
+            raise ValueError(f"init must be 'cross' or 'uniform', got {opt['init']!r}.")
+        if opt['color_init'] not in ('view', 'global'):
+            raise ValueError(f"color_init must be 'view' or 'global', got {opt['color_init']!r}.")
+        if opt['pad_mode'] not in ('reflect', 'replicate'):
+            raise ValueError(f"pad_mode must be 'reflect' or 'replicate', got {opt['pad_mode']!r}.")
+        if float(opt['max_radius']) <= 0:
+            raise ValueError(f"max_radius must be positive, got {opt['max_radius']}.")
+        self.levels = [dict(level) for level in opt['levels']]
         if not self.levels:
             raise ValueError('levels must hold at least one {scale, iters} level.')
         for level in self.levels:
             if set(level) != {'scale', 'iters'} or not 0 < float(level['scale']) <= 1 or int(level['iters']) < 0:
                 raise ValueError(f'Each level needs scale in (0, 1] and iters >= 0 (and nothing else), got {level}.')
-        unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
+        defaults = RELEASE_WEIGHTS if self.objective == 'release' else DEFAULT_WEIGHTS
+        unknown = set(opt['weights'] or {}) - set(defaults)
         if unknown:
-            raise ValueError(f'Unknown loss weights {sorted(unknown)}; use {sorted(DEFAULT_WEIGHTS)}.')
+            raise ValueError(f'Unknown loss weights {sorted(unknown)} for objective {self.objective!r}; use '
+                             f'{sorted(defaults)}.')
+        lr = opt['lr']
         if len(lr) != 2 or min(lr) <= 0:
             raise ValueError(f'lr must be [start, end], both positive, got {lr}.')
-        self.bank, self.num_layers, self.colors = bank, int(num_layers), colors
-        self.lr, self.gamma, self.edge_sigma = (float(lr[0]), float(lr[1])), float(gamma), float(edge_sigma)
-        self.weights = dict(DEFAULT_WEIGHTS, **(weights or {}))
-        self.early_stop = dict(DEFAULT_EARLY_STOP, **early_stop) if early_stop else None
-        if not 0 < float(search_scale) <= 1:
-            raise ValueError(f'search_scale must lie in (0, 1], got {search_scale}.')
-        self.max_radius, self.search_scale = float(max_radius), float(search_scale)
-        self.init, self.init_mix = init, float(init_mix)
-        self.amp, self.blur_method = bool(amp), blur_method
+        if opt['search_scale'] != 'auto' and not 0 < float(opt['search_scale']) <= 1:
+            raise ValueError(f"search_scale must lie in (0, 1] or be 'auto', got {opt['search_scale']!r}.")
+        if float(opt['min_level_radius']) < 0:
+            raise ValueError(f"min_level_radius must be >= 0, got {opt['min_level_radius']}.")
+        post = opt['post_filter']
+        if post is not None and (not isinstance(post, dict) or set(post) - {'sigma_s', 'sigma_v', 'quantized'}):
+            raise ValueError(f'post_filter takes sigma_s, sigma_v, quantized (or ~ for none), got {post}.')
+        noise = opt['noise']
+        if noise is not None and (not isinstance(noise, dict) or set(noise) - {'sigma', 'c'}):
+            raise ValueError(f'noise takes sigma and c (or ~ for no bias correction), got {noise}.')
+        if not 0 <= float(opt['one_sided']) < 0.5:
+            raise ValueError(f"one_sided must lie in [0, 0.5), got {opt['one_sided']}.")
+        self.num_layers, self.colors = int(opt['num_layers']), opt['colors']
+        self.lr, self.gamma, self.edge_sigma = (float(lr[0]),
+                                                float(lr[1])), float(opt['gamma']), float(opt['edge_sigma'])
+        self.weights = dict(defaults, **(opt['weights'] or {}))
+        self.early_stop = dict(DEFAULT_EARLY_STOP, **opt['early_stop']) if opt['early_stop'] else None
+        self.max_radius = float(opt['max_radius'])
+        self.search_scale = (
+            min(1.0, 6.0 / self.max_radius) if opt['search_scale'] == 'auto' else float(opt['search_scale']))
+        self.min_level_radius = float(opt['min_level_radius'])
+        self.init, self.init_mix, self.color_init = opt['init'], float(opt['init_mix']), opt['color_init']
+        self.amp, self.blur_method, self.pad_mode = bool(opt['amp']), opt['blur_method'], opt['pad_mode']
+        self.post_filter = None if post is None else dict(RELEASE_POST_FILTER, **post)
+        self.noise = None if noise is None else {'sigma': NOISE_SIGMA, 'c': NOISE_C, **noise}
+        self.one_sided, self.include_focus = float(opt['one_sided']), bool(opt['include_focus'])
+
+    def describe(self):
+        """One line for the log: preset, objective, levels and start."""
+        levels = ', '.join(f"{level['iters']} it. at {level['scale']:g}" for level in self.levels)
+        return (f"preset {self.preset or 'none'} (objective {self.objective}; {levels}; {self.init} start; "
+                f"lr {self.lr[0]:g} -> {self.lr[1]:g}; early stop {'on' if self.early_stop else 'off'})")
 
     # ------------------------------------------------------------------ parameters
     def init_params(self, views, radii, init_defocus=None):
-        """Logits of the first level: colours at the mean view; alphas 1/(i+1) (every layer equally visible) or,
-        given an initial defocus map, visibility split between the two layers around each pixel's radius and mixed
-        with ``init_mix`` of the uniform split so that every layer stays reachable."""
-        mean = views.mean(1).clamp(0.01, 0.99)  # (1, C, h, w)
-        color = _logit(mean)
+        """Logits of the first level. Colours at the mean view (``color_init: view``) or at the global mean of the
+        views (``global``, the release); alphas 1/(i+1) (every layer equally visible) or, given an initial defocus
+        map, visibility split between the two layers around each pixel's radius and mixed with ``init_mix`` of the
+        uniform split so that every layer stays reachable."""
+        if self.color_init == 'global':
+            mean = views.mean().expand(1, views.shape[2], *views.shape[-2:])
+        else:
+            mean = views.mean(1)  # (1, C, h, w)
+        color = _logit(mean.clamp(0.01, 0.99))
         if self.colors == 'per_layer':
             color = color[:, None].repeat(1, self.num_layers, 1, 1, 1)
         if init_defocus is None:
@@ -189,25 +402,44 @@ class DPJointSolver:
         return colors, alphas
 
     # ------------------------------------------------------------------ loss
-    def losses(self, colors, alphas, views, kernels, guide):
-        """Unweighted loss terms of a scene and its rendered views.
+    def losses(self, colors, alphas, views, kernels, guide=None, bias=None, cache=None):
+        """Loss terms of a scene and its rendered views.
 
         Args:
             colors (Tensor): (1, N, C, h, w) or shared (1, C, h, w) layer colours.
             alphas (Tensor): (1, N, 1, h, w) layer alphas, layer 0 = back.
             views (Tensor): (1, 2, C, h, w) observed left/right views.
             kernels (Tensor): (2, N, K, K) or (G, 2, N, K, K) kernels of the layers at this resolution.
-            guide (Tensor): (1, C, h, w) edge guide of the all-in-focus smoothness (the observed combined view).
+            guide (Tensor | None): (1, C, h, w) edge guide of the 'plugin' objective's smoothness (the observed
+                combined view); default the mean of the views.
+            bias (Tensor | None): (N,) noise bias of the 'release' objective; default none.
+            cache (dict | None): Kernel spectra kept between the iterations of a level.
 
         Returns:
-            tuple[dict[str, Tensor], Tensor]: The terms (``data``, ``aif_tv``, ``alpha_tv``, ``entropy``) and the
-            rendered views (1, 2, C, h, w).
+            tuple[dict[str, Tensor], Tensor]: The terms ('release': weighted ``data``, ``aux_data``, ``aif_tv``,
+            ``alpha_tv``, ``entropy``; 'plugin': unweighted ``data``, ``aif_tv``, ``alpha_tv``, ``entropy``) and
+            the rendered views (1, 2, C, h, w).
         """
+        grid = self.bank.grid
+        if self.objective == 'release':
+            rendering = render_mpi(
+                colors,
+                alphas,
+                kernels,
+                grid,
+                self.blur_method,
+                self.pad_mode,
+                normalize=False,
+                details=True,
+                cache=cache)
+            bias = torch.zeros(alphas.shape[1]) if bias is None else bias
+            return release_terms(colors, alphas, rendering, views, bias, self.weights, self.gamma), rendering['views']
         with torch.autocast(views.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            rendered = render_mpi(colors, alphas, kernels, self.bank.grid, self.blur_method)
+            rendered = render_mpi(colors, alphas, kernels, grid, self.blur_method, self.pad_mode, cache=cache)
         rendered = rendered.float()
         weights = visibility_weights(alphas)
         aif = expected_value(weights, colors)
+        guide = views.mean(1) if guide is None else guide
         terms = {
             'data': charbonnier(rendered - views, self.gamma).mean(),
             'aif_tv': edge_aware_tv(aif, guide, self.edge_sigma),
@@ -217,14 +449,27 @@ class DPJointSolver:
         return terms, rendered
 
     def total(self, terms):
+        """Total loss of :meth:`losses`' terms ('release' terms come weighted already)."""
+        if self.objective == 'release':
+            return sum(terms.values())
         return sum(self.weights[k] * v for k, v in terms.items())
 
     # ------------------------------------------------------------------ solve
+    def check_frame(self, height, width):
+        """Raises if the bank's kernel grid was calibrated on a frame of another size than the views'."""
+        frame = getattr(self.bank, 'frame_size', None)
+        if frame is not None and tuple(frame) != (height, width):
+            grid = getattr(self.bank, 'grid', (1, 1))
+            raise ValueError(f'The {grid[0]}x{grid[1]} kernel grid was calibrated on a {frame[0]}x{frame[1]} '
+                             f'(height x width) frame, but the views are {height}x{width}: crop them to the '
+                             "calibration's frame (e.g. the dataset's crop option) or fix dp_joint.kernels.frame_size.")
+
     def __call__(self, left, right, radius_range=None, callback=None):
         """Runs the optimisation.
 
         Args:
-            left, right (Tensor): (1, C, H, W) observed views in linear intensity [0, 1].
+            left, right (Tensor): (1, C, H, W) observed views in linear intensity, at most 1 (e.g. divided by their
+                joint maximum).
             radius_range (tuple[float, float] | None): Signed radius range (full-resolution pixels) of the layers;
                 None estimates it from the views (:func:`cross_defocus`, :func:`estimate_radius_range`).
             callback (callable | None): Called after each step as ``callback(state)`` with a dict of ``level``,
@@ -232,50 +477,81 @@ class DPJointSolver:
                 :meth:`outputs`).
 
         Returns:
-            dict: ``aif`` (1, C, H, W), ``defocus`` (1, 1, H, W) expected radius in pixels, ``weights``
-            (1, N, 1, H, W), ``radii`` (N,), ``range`` (low, high), ``iters`` (iterations run per level), ``loss``
-            (final total) and ``seconds`` (including the range search).
+            dict: ``aif`` (1, C, H, W) in the views' units (post-filtered when ``post_filter`` is set),
+            ``defocus`` (1, 1, H, W) expected radius in pixels, ``weights`` (1, N, 1, H, W), ``radii`` (N,),
+            ``range`` (low, high), ``iters`` (iterations run per level), ``loss`` (final total) and ``seconds``
+            (including the range search).
         """
         start = time.perf_counter()
         views_full = torch.stack([left, right], 1).float()  # (1, 2, C, H, W)
         height, width = views_full.shape[-2:]
+        self.check_frame(height, width)
         init_defocus = None
         if radius_range is None or self.init == 'cross':
             scale = self.search_scale
             small = _resize(views_full, (max(1, round(height * scale)), max(1, round(width * scale))))
             # radii tried every 0.5 full-resolution pixel, whatever the search resolution
-            radius, confident = cross_defocus(small[:, 0], small[:, 1], self.bank, self.max_radius * scale,
-                                              step=0.5 * scale)
+            radius, confident = cross_defocus(
+                small[:, 0], small[:, 1], self.bank, self.max_radius * scale, step=0.5 * scale)
             radius = radius / scale
             if radius_range is None:
-                radius_range = estimate_radius_range(radius, confident)
+                radius_range = estimate_radius_range(
+                    radius, confident, one_sided=self.one_sided, include_focus=self.include_focus)
             if self.init == 'cross':
                 init_defocus = fill_unconfident(radius, confident)
         radii = layer_radii(radius_range[0], radius_range[1], self.num_layers)
+        mean = float(views_full.mean())
         params, iters, total = None, [], float('nan')
-        for level_idx, level in enumerate(self.levels):
+        for level_idx, level in enumerate(self.schedule(max(abs(float(r)) for r in radius_range))):
             scale = float(level['scale'])
             size = (max(1, round(height * scale)), max(1, round(width * scale)))
             views = _resize(views_full, size)
-            guide = views.mean(1)
             kernels = self.bank(radii * (size[1] / width)).to(views.device, views.dtype)
             if kernels.shape[0] == 1:
                 kernels = kernels[0]
+            bias = None
+            if self.objective == 'release' and self.noise is not None:
+                bias = noise_bias(kernels, mean, **self.noise) * (size[1] / width)**2
             params = self.init_params(views, radii, init_defocus) if params is None else self._upsample(params, size)
-            report = None if callback is None else (
-                lambda it, terms, level=level_idx: callback(dict(level=level, iteration=it, params=params,
-                                                                 terms=terms, radii=radii)))
-            ran, total = self._optimise(params, views, kernels, guide, int(level['iters']), report)
+            report = None if callback is None else (lambda it, terms, level=level_idx: callback(
+                dict(level=level, iteration=it, params=params, terms=terms, radii=radii)))
+            context = dict(views=views, kernels=kernels, guide=views.mean(1), bias=bias, cache={})
+            ran, total = self._optimise(params, context, int(level['iters']), report)
             iters.append(ran)
         if tuple(params[1].shape[-2:]) != (height, width):
             params = self._upsample(params, (height, width))
         aif, defocus, weights = self.outputs(params, radii)
-        return {'aif': aif, 'defocus': defocus, 'weights': weights, 'radii': radii, 'range': tuple(radius_range),
-                'iters': iters, 'loss': total, 'seconds': time.perf_counter() - start}
+        if self.post_filter is not None:
+            eps = float(exposure_factor(views_full))
+            aif = bilateral_filter(eps * aif, **self.post_filter) / eps
+        return {
+            'aif': aif,
+            'defocus': defocus,
+            'weights': weights,
+            'radii': radii,
+            'range': tuple(radius_range),
+            'iters': iters,
+            'loss': total,
+            'seconds': time.perf_counter() - start
+        }
+
+    def schedule(self, max_radius):
+        """The levels run for layers up to ``max_radius`` (full-resolution pixels): levels whose largest radius is
+        below ``min_level_radius`` hand their iterations to the next level at equal pixel cost."""
+        levels, carried = [], 0.0
+        for i, level in enumerate(self.levels):
+            scale, iters = float(level['scale']), int(level['iters'])
+            last = i == len(self.levels) - 1
+            if not last and max_radius * scale < self.min_level_radius:
+                carried += iters * scale**2
+                continue
+            levels.append({'scale': scale, 'iters': iters + int(round(carried / scale**2))})
+            carried = 0.0
+        return levels
 
     def outputs(self, params, radii):
         """All-in-focus image (1, C, h, w), defocus map (1, 1, h, w) and layer visibility (1, N, 1, h, w) of
-        the parameters, at their resolution."""
+        the parameters, at their resolution (no post-filter)."""
         with torch.no_grad():
             colors, alphas = self.scene(params)
             weights = visibility_weights(alphas)
@@ -285,7 +561,7 @@ class DPJointSolver:
     def _upsample(params, size):
         return [_resize(p.detach(), size).requires_grad_() for p in params]
 
-    def _optimise(self, params, views, kernels, guide, iters, report):
+    def _optimise(self, params, context, iters, report):
         """Adam on ``params`` in place for at most ``iters`` steps; returns (steps run, last total loss)."""
         optimizer = torch.optim.Adam(params, lr=self.lr[0])
         decay = math.log(self.lr[1] / self.lr[0])
@@ -294,7 +570,7 @@ class DPJointSolver:
             for group in optimizer.param_groups:
                 group['lr'] = self.lr[0] * math.exp(decay * it / max(iters - 1, 1))
             optimizer.zero_grad(set_to_none=True)
-            terms, _ = self.losses(*self.scene(params), views, kernels, guide)
+            terms, _ = self.losses(*self.scene(params), **context)
             loss = self.total(terms)
             loss.backward()
             for p in params:  # as the release: a non-finite gradient entry is dropped, not propagated
@@ -310,6 +586,6 @@ class DPJointSolver:
             window = self.early_stop['window']
             if len(history) > window:
                 before = history[-1 - window]
-                if before - smooth < self.early_stop['rel_tol'] * before:
+                if before - smooth < self.early_stop['rel_tol'] * abs(before):
                     return it + 1, total
         return iters, total

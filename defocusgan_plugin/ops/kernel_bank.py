@@ -8,6 +8,9 @@ Calibrated kernels follow the published Pixel-4 calibration (Xin et al., ICCV 20
 shape ``(cells, H, W)`` on a grid of the sensor, captured at one reference defocus. A layer of signed radius ``r``
 uses the kernel resampled by the scale ``r / r_ref``: magnified or shrunk about its centre, renormalised, and
 point-reflected when the scale is negative (in front of the focal plane the aperture's image is inverted).
+A calibration on a grid belongs to the image crop it was measured on (Pixel 4: the centre 1008x1344 of the
+2016x1512 frame, 6x8 cells of 168 px): ``frame_size`` records it, and the joint optimiser refuses views of another
+size. Resampled kernels are cut to the calibration's window (``max_size``, as the release cuts them to 61 px).
 Calibrations at several defoci are accepted too: arrays ``(radii, H, W)`` or ``(radii, cells, H, W)`` with the
 signed radius of each entry; each layer then resamples the calibration nearest to its radius. Learned kernels
 (stage 1's ``LearnableBlurKernel``, one per integer radius) are used the same way (:class:`ResampledKernelBank`).
@@ -27,6 +30,23 @@ def estimate_kernel_radius(kernel):
     x, y = centered_grid(kernel.shape[-1], kernel.dtype)
     total = kernel.sum().clamp_min(1e-12)
     return float(torch.sqrt(2.0 * (kernel * (x * x + y * y)).sum() / total))
+
+
+def kernel_radii(kernels):
+    """Disk-equivalent radius of each kernel, about its own centroid (``E[rho^2] = r^2 / 2`` for a uniform disk).
+
+    Args:
+        kernels (Tensor): (..., K, K) non-negative kernels.
+
+    Returns:
+        Tensor: (...) radii in pixels (float64).
+    """
+    kernels = torch.as_tensor(kernels, dtype=torch.float64)
+    x, y = centered_grid(kernels.shape[-1], kernels.dtype)
+    total = kernels.sum((-2, -1)).clamp_min(1e-12)
+    cx, cy = (kernels * x).sum((-2, -1)) / total, (kernels * y).sum((-2, -1)) / total
+    second = (kernels * (x * x + y * y)).sum((-2, -1)) / total - cx * cx - cy * cy
+    return torch.sqrt(2.0 * second.clamp_min(0.0))
 
 
 def resample_kernels(kernels, scale, supersample=4):
@@ -66,8 +86,39 @@ def resample_kernels(kernels, scale, supersample=4):
     return out / out.sum((-2, -1), keepdim=True).clamp_min(1e-12)
 
 
+def trim_kernels(kernels, tol):
+    """Drops the outer rings of (..., K, K) kernels that hold at most ``tol`` of any kernel's mass; renormalises.
+
+    Args:
+        kernels (Tensor): (..., K, K), K odd, non-negative.
+        tol (float): Largest mass fraction (of the kernel's total) that may be cut from any kernel; 0 cuts only
+            rings that are zero in every kernel.
+
+    Returns:
+        Tensor: (..., K', K') with K' <= K odd.
+    """
+    size = kernels.shape[-1]
+    half = size // 2
+    flat = kernels.reshape(-1, size, size)
+    total = flat.sum((-2, -1)).clamp_min(1e-12)
+    keep = half
+    while keep > 0:
+        inner = flat[:, half - keep + 1:half + keep, half - keep + 1:half + keep].sum((-2, -1))
+        if float(((total - inner) / total).max()) > tol:
+            break
+        keep -= 1
+    if keep == half:
+        return kernels
+    out = kernels[..., half - keep:half + keep + 1, half - keep:half + keep + 1]
+    return out / out.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+
+
 def _pad_to(kernels, size):
+    """Zero-pads (or centre-crops and renormalises) (..., K, K) kernels to ``size``."""
     pad = (size - kernels.shape[-1]) // 2
+    if pad < 0:
+        kernels = kernels[..., -pad:pad, -pad:pad]
+        return kernels / kernels.sum((-2, -1), keepdim=True).clamp_min(1e-12)
     return F.pad(kernels, (pad, pad, pad, pad)) if pad else kernels
 
 
@@ -81,6 +132,7 @@ class ParametricKernelBank:
     """
 
     grid = (1, 1)
+    frame_size = None  # the same kernels fit any image
 
     def __init__(self, profile='butterworth', ramp_width=1.0, **profile_kwargs):
         self.profile, self.ramp_width, self.profile_kwargs = profile, ramp_width, profile_kwargs
@@ -135,9 +187,15 @@ class ResampledKernelBank:
         radii (sequence[float]): The R signed radii (pixels), none of them 0.
         grid (tuple[int, int]): (rows, cols) of the G cells. Default: (1, 1).
         supersample (int): See :func:`resample_kernels`.
+        frame_size (tuple[int, int] | None): (height, width) of the image the grid was calibrated on; None: the
+            grid is spread over whatever image is rendered.
+        max_size (int | None): Resampled kernels larger than this (odd) are centre-cropped to it and renormalised;
+            None keeps them whole.
+        trim (float): Outer rings of the resampled kernels holding at most this share of any kernel's mass are
+            dropped (:func:`trim_kernels`): smaller kernels, cheaper blurs. 0 (default) keeps the whole window.
     """
 
-    def __init__(self, kernels, radii, grid=(1, 1), supersample=4):
+    def __init__(self, kernels, radii, grid=(1, 1), supersample=4, frame_size=None, max_size=None, trim=0.0):
         kernels = torch.as_tensor(kernels, dtype=torch.float32)
         if kernels.dim() != 5 or kernels.shape[2] != 2 or kernels.shape[1] != grid[0] * grid[1]:
             raise ValueError(f'Expected kernels (radii, {grid[0] * grid[1]} cells, 2, K, K), got '
@@ -149,9 +207,49 @@ class ResampledKernelBank:
             raise ValueError('Kernels known at radius 0 cannot be rescaled to other radii.')
         self.kernels = kernels / kernels.sum((-2, -1), keepdim=True).clamp_min(1e-12)
         self.grid, self.supersample = tuple(grid), supersample
+        if frame_size is not None:
+            frame_size = tuple(int(v) for v in frame_size)
+            if len(frame_size) != 2 or frame_size[0] < grid[0] or frame_size[1] < grid[1]:
+                raise ValueError(f'frame_size must be [height, width] holding the {grid[0]}x{grid[1]} grid, got '
+                                 f'{frame_size}.')
+        self.frame_size = frame_size
+        if max_size is not None and (int(max_size) < 1 or int(max_size) % 2 != 1):
+            raise ValueError(f'max_size must be a positive odd kernel size, got {max_size}.')
+        self.max_size = None if max_size is None else int(max_size)
+        if not 0 <= float(trim) < 0.5:
+            raise ValueError(f'trim must lie in [0, 0.5), got {trim}.')
+        self.trim = float(trim)
+
+    def averaged(self):
+        """The same bank with the kernels averaged over the grid cells (one set for the whole image)."""
+        return ResampledKernelBank(
+            self.kernels.mean(1, keepdim=True), self.radii.tolist(), (1, 1), self.supersample, None, self.max_size,
+            self.trim)
+
+    def describe(self):
+        """One line for the log: grid, kernel size, frame and the radius of each calibration (with its spread)."""
+        cells = kernel_radii(self.kernels.sum(2))  # (R, G): the full aperture (left + right) of each cell
+        parts = []
+        for i, r in enumerate(self.radii.tolist()):
+            spread = f' ({float(cells[i].min()):.1f}-{float(cells[i].max()):.1f} over cells)' if cells.shape[1] > 1 \
+                else ''
+            parts.append(f'{r:+.2f} px{spread}')
+        frame = 'any image' if self.frame_size is None else f'{self.frame_size[0]}x{self.frame_size[1]} px'
+        return (f'{self.grid[0]}x{self.grid[1]} grid of {self.kernels.shape[-1]}x{self.kernels.shape[-1]} kernels '
+                f'calibrated on {frame}; reference radius {", ".join(parts)}')
 
     @classmethod
-    def from_npy(cls, left, right, grid=None, radii=None, radius=None, supersample=4, option='kernels'):
+    def from_npy(cls,
+                 left,
+                 right,
+                 grid=None,
+                 radii=None,
+                 radius=None,
+                 supersample=4,
+                 frame_size=None,
+                 max_size='calibration',
+                 trim=0.0,
+                 option='kernels'):
         """Loads a calibration: one ``.npy`` file per view.
 
         Args:
@@ -161,9 +259,14 @@ class ResampledKernelBank:
                 (48, 61, 61)). Default: one kernel set for the whole image.
             radii (list[float] | None): Signed radius (pixels) of each calibration when the arrays hold several
                 defoci on their first axis: (radii, H, W) or (radii, cells, H, W). Default: one calibration.
-            radius (float | None): Signed radius (pixels) of a single calibration. Default: estimated from the
-                kernels' second moment (exact for a uniform disk), positive.
+            radius (float | None): Signed radius (pixels) of a single calibration, an override. Default: estimated
+                as the mean over cells of the disk-equivalent radius of each cell's full aperture (left + right
+                kernels, :func:`kernel_radii`), positive; the views' sign convention is the calibration's.
             supersample (int): See :func:`resample_kernels`.
+            frame_size (list[int] | None): [height, width] of the crop the grid belongs to (Pixel 4: [1008, 1344]).
+            max_size (int | str | None): Cut of the resampled kernels; 'calibration' (default): the calibration's
+                own kernel size, as the release; None: no cut.
+            trim (float): See the class.
             option (str): Option prefix used in error messages.
         """
         arrays = [load_kernel_array(left, f'{option}.left'), load_kernel_array(right, f'{option}.right')]
@@ -183,10 +286,15 @@ class ResampledKernelBank:
         kernels = torch.from_numpy(np.stack([a.reshape(-1, k, k) for a in arrays], 1))  # (R * cells, 2, K, K)
         kernels = kernels.reshape(num_radii, cells, 2, k, k)
         if radii is None:
-            radii = [estimate_kernel_radius(kernels[0].mean((0, 1))) if radius is None else radius]
+            radii = [float(kernel_radii(kernels[0].sum(1)).mean()) if radius is None else radius]
         if any(float(r) == 0 for r in radii):
             raise ValueError(f'Option {option}.radii/radius: a calibration at radius 0 cannot be rescaled.')
-        return cls(kernels, radii, grid, supersample)
+        if max_size == 'calibration':
+            max_size = k
+        try:
+            return cls(kernels, radii, grid, supersample, frame_size, max_size, trim)
+        except ValueError as err:
+            raise ValueError(f'Options {option}: {err}') from None
 
     def _nearest(self, radius):
         """Index of the known radius to rescale for ``radius``: same sign first, then the closest log-scale."""
@@ -202,5 +310,9 @@ class ResampledKernelBank:
             flat = self.kernels[idx].reshape(cells * 2, size, size)
             per_layer.append(resample_kernels(flat, r / float(self.radii[idx]), self.supersample))
         out_size = max(k.shape[-1] for k in per_layer)
+        if self.max_size is not None:
+            out_size = min(out_size, self.max_size)
         out = torch.stack([_pad_to(k, out_size) for k in per_layer], 1)  # (G * 2, N, K, K)
-        return out.reshape(cells, 2, len(per_layer), out_size, out_size)
+        if self.trim > 0:
+            out = trim_kernels(out, self.trim)
+        return out.reshape(cells, 2, len(per_layer), *out.shape[-2:])

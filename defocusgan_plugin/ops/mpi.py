@@ -9,9 +9,8 @@ Without blur, layer ``i`` shows through with the visibility weight ``w_i = a_i *
 all-in-focus image is ``sum_i w_i c_i`` and the defocus map ``sum_i w_i r_i`` (the expected radius per pixel).
 """
 import torch
-import torch.nn.functional as F
 
-from defocusgan_plugin.ops.render import _exclusive_front_transmittance, composite_layers
+from defocusgan_plugin.ops.render import blur_layers, blur_layers_grid, exclusive_front_transmittance
 
 
 def layer_radii(low, high, num, dtype=torch.float32, device=None):
@@ -25,7 +24,7 @@ def layer_radii(low, high, num, dtype=torch.float32, device=None):
 
 def visibility_weights(alphas):
     """``w_i = a_i * prod_{j > i} (1 - a_j)`` for alphas (B, N, 1, H, W), layer 0 = back; sums to 1 if a_0 = 1."""
-    return alphas * _exclusive_front_transmittance(alphas)
+    return alphas * exclusive_front_transmittance(alphas)
 
 
 def expected_value(weights, values):
@@ -38,7 +37,10 @@ def expected_value(weights, values):
 
 
 def grid_cells(height, width, grid):
-    """Pixel bounds of the cells of a ``(rows, cols)`` grid laid over an image, row-major.
+    """Pixel bounds of the cells of a ``(rows, cols)`` kernel grid laid over an image, row-major.
+
+    Cells are ``ceil(height / rows)`` x ``ceil(width / cols)`` pixels; the last row/column is shorter when the size
+    does not divide (as :func:`defocusgan_plugin.ops.render.blur_layers_grid` cuts them).
 
     Returns:
         list[tuple[int, int, int, int]]: ``(top, bottom, left, right)`` per cell (bottom/right exclusive).
@@ -46,45 +48,70 @@ def grid_cells(height, width, grid):
     rows, cols = grid
     if rows > height or cols > width:
         raise ValueError(f'A {rows}x{cols} kernel grid does not fit a {height}x{width} image.')
-    ys = [round(i * height / rows) for i in range(rows + 1)]
-    xs = [round(j * width / cols) for j in range(cols + 1)]
-    return [(ys[i], ys[i + 1], xs[j], xs[j + 1]) for i in range(rows) for j in range(cols)]
+    cell_h, cell_w = -(-height // rows), -(-width // cols)
+    return [(i * cell_h, min((i + 1) * cell_h, height), j * cell_w, min((j + 1) * cell_w, width)) for i in range(rows)
+            for j in range(cols)]
 
 
-def render_mpi(colors, alphas, kernels, grid=None, method='auto'):
-    """Renders the left and right DP views of an MPI.
+def render_mpi(colors,
+               alphas,
+               kernels,
+               grid=None,
+               method='auto',
+               pad_mode='reflect',
+               normalize=True,
+               details=False,
+               cache=None):
+    """Renders the left and right DP views of an MPI: every layer, view and grid cell blurred in one call.
+
+    Each layer's premultiplied colour and alpha are blurred with the view's kernel of the layer (of the pixel's grid
+    cell when the kernels vary over the image) and composited back to front: ``sum_i T~_i blur(c_i a_i)`` with the
+    blurred transmittance ``T~_i = prod_{j > i} (1 - blur(a_j))``.
 
     Args:
         colors (Tensor): (B, N, C, H, W) layer colours, or (B, C, H, W) shared by all layers.
         alphas (Tensor): (B, N, 1, H, W) layer alphas, layer 0 = back.
         kernels (Tensor): (2, N, K, K) left/right kernels of the layers, or (G, 2, N, K, K) for spatially varying
             kernels, one set per cell of ``grid``.
-        grid (tuple[int, int] | None): (rows, cols) of the kernel grid, row-major cells evenly laid over the image;
-            needed when ``kernels`` has a cell dim.
+        grid (tuple[int, int] | None): (rows, cols) of the kernel grid (see :func:`grid_cells`); needed when
+            ``kernels`` has a cell dim.
         method (str): Convolution method of :func:`defocusgan_plugin.ops.render.blur_layers`.
+        pad_mode (str): Padding of the MPI at the image border: 'reflect' or 'replicate' (the release's edge
+            padding by the kernel half-width).
+        normalize (bool): Divide by the composited blurred alpha (removes dark halos where the back layer has
+            holes; a no-op when the back layer is opaque).
+        details (bool): Also return the blurred layer weights and the blurred layer colours.
+        cache (dict | None): Keeps the kernels' spectra between calls with the same kernels (see
+            :func:`defocusgan_plugin.ops.render.blur_layers`).
 
     Returns:
-        Tensor: (B, 2, C, H, W) rendered left (index 0) and right (index 1) views.
+        Tensor | dict: (B, 2, C, H, W) rendered left (index 0) and right (index 1) views; with ``details`` a dict of
+        ``views``, ``weights`` (B, 2, N, 1, H, W): the blurred alpha times the blurred transmittance of each layer,
+        and ``layer_colors`` (B, 2, N, C, H, W): each layer's colour blurred alone (not premultiplied).
     """
+    if colors.dim() == 4:
+        colors = colors.unsqueeze(1)
+    colors = colors.expand(-1, alphas.shape[1], -1, -1, -1)
+    channels = colors.shape[2]
+    parts = [colors * alphas, alphas] + ([colors] if details else [])
+    layers = torch.cat(parts, dim=2).unsqueeze(1)  # (B, 1, N, 2C + 1 | C + 1, H, W)
     if kernels.dim() == 4:
-        return composite_layers(colors, alphas, kernels, mode='over', method=method)
-    if grid is None or grid[0] * grid[1] != kernels.shape[0]:
-        raise ValueError(f'{kernels.shape[0]} kernel sets need a grid of as many cells, got grid={grid}.')
-    # Each cell is rendered with its own kernels on a crop that carries a halo of the neighbouring layers, so the
-    # blur across cell borders is exact and cells stitch without seams; only the image border is reflected.
-    height, width = alphas.shape[-2:]
-    halo = kernels.shape[-1] // 2
-    rows = []
-    for cell, (top, bottom, left, right) in enumerate(grid_cells(height, width, grid)):
-        y0, y1 = max(top - halo, 0), min(bottom + halo, height)
-        x0, x1 = max(left - halo, 0), min(right + halo, width)
-        out = composite_layers(colors[..., y0:y1, x0:x1], alphas[..., y0:y1, x0:x1], kernels[cell], mode='over',
-                               method=method)
-        out = out[..., top - y0:bottom - y0, left - x0:right - x0]
-        if cell % grid[1] == 0:
-            rows.append([])
-        rows[-1].append(out)
-    return torch.cat([torch.cat(row, dim=-1) for row in rows], dim=-2)
+        blurred = blur_layers(layers, kernels, method, pad_mode, cache)
+    elif kernels.dim() == 5:
+        if grid is None:
+            raise ValueError(f'{kernels.shape[0]} kernel sets need a grid of as many cells, got grid={grid}.')
+        blurred = blur_layers_grid(layers, kernels, grid, method, pad_mode, cache)
+    else:
+        raise ValueError(f'Expected kernels (2, N, K, K) or (G, 2, N, K, K), got {tuple(kernels.shape)}.')
+    premult, alpha = blurred[..., :channels, :, :], blurred[..., channels:channels + 1, :, :].clamp(0.0, 1.0)
+    trans = exclusive_front_transmittance(alpha.movedim(2, 1)).movedim(1, 2)  # (B, V, N, 1, H, W)
+    weights = alpha * trans
+    views = (premult * trans).sum(2)
+    if normalize:
+        views = views / weights.sum(2).clamp_min(1e-6)
+    if not details:
+        return views
+    return {'views': views, 'weights': weights, 'layer_colors': blurred[..., channels + 1:, :, :]}
 
 
 def charbonnier(x, gamma=0.1):
@@ -139,31 +166,3 @@ def collision_entropy(weights, eps=1e-8):
         return torch.zeros_like(weights[:, 0])
     p = weights / weights.sum(1, keepdim=True).clamp_min(eps)
     return -torch.log((p * p).sum(1).clamp_min(eps)) / torch.log(torch.tensor(float(num)))
-
-
-def box_mean(x, radius):
-    """Mean over a ``(2 radius + 1)^2`` window, windows clipped at the border (count-normalised)."""
-    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
-
-
-def guided_filter(guide, src, radius=8, eps=1e-3):
-    """Edge-aware smoothing of ``src`` following the edges of ``guide`` (He et al., guided image filter).
-
-    Args:
-        guide (Tensor): (B, C, H, W) guide image (its channel mean is used).
-        src (Tensor): (B, C', H, W) image to filter (e.g. a defocus map).
-        radius (int): Window radius in pixels.
-        eps (float): Regularisation; edges with a local guide variance well above ``eps`` are kept.
-
-    Returns:
-        Tensor: (B, C', H, W) filtered ``src``.
-    """
-    if radius < 1:
-        return src
-    g = guide.mean(1, keepdim=True)
-    mean_g, mean_s = box_mean(g, radius), box_mean(src, radius)
-    cov = box_mean(g * src, radius) - mean_g * mean_s
-    var = box_mean(g * g, radius) - mean_g * mean_g
-    a = cov / (var + eps)
-    b = mean_s - a * mean_g
-    return box_mean(a, radius) * g + box_mean(b, radius)

@@ -8,6 +8,7 @@ Dual-pixel model (RDPD, Abuolaim et al. ICCV 2021): the left view sees the disk 
 mean of the views. For a negative (in front of the focal plane) radius the two halves swap.
 """
 import math
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -118,6 +119,63 @@ def butterworth_disk_psf(radii, size, order=3, cutoff=2.5, beta=0.1, sigma=0.0, 
     small = _radii(radii, dtype, device).abs()[:, None, None] < 0.5  # profile has no meaning inside one pixel
     kernels = torch.where(small, cover, cover * profile)
     return _normalise(smooth_kernels(kernels, sigma, radii))
+
+
+def release_smoothing_window(kernel_size, smooth_factor=7.0):
+    """Gaussian window of the release's kernel initialisation for a ``kernel_size`` disk kernel.
+
+    ``g = round(kernel_size / smooth_factor) + 1``, made odd (+1), and OpenCV's rule for a window's default std,
+    ``sigma = 0.3 * ((g - 1) / 2 - 1) + 0.8`` (``smooth_factor`` is 1 / kappa of the paper).
+
+    Returns:
+        tuple[int, float]: Window size g and std sigma.
+    """
+    g = int(round(kernel_size / float(smooth_factor))) + 1
+    if g % 2 == 0:
+        g += 1
+    return g, 0.3 * ((g - 1) * 0.5 - 1.0) + 0.8
+
+
+def release_butterworth_kernel(radius, order=3, cutoff_factor=2.5, beta=0.1, smooth_factor=7.0):
+    """Initial blur kernel of one radius as the DefocusGAN release builds it (its ``k_c``, full aperture).
+
+    For ``k = 2 radius + 1``: the Butterworth high-pass ``B = q / (1 + q)``, ``q = (rho^2 / D0^2)^order`` with
+    ``D0 = (k - 1) / cutoff_factor`` on the k x k grid, min-max rescaled over that grid to ``[beta, 1]``, times the
+    disk ``rho <= k // 2``; zero-padded by ``g // 2`` on each side and blurred with the g x g Gaussian of
+    :func:`release_smoothing_window` (OpenCV ``GaussianBlur``, whose border is reflect-101); normalised to sum 1.
+    Radius 0 is the 1 x 1 kernel [[1]].
+
+    Args:
+        radius (int): Radius in pixels, >= 0.
+        order (float): Butterworth order n. Default: 3.
+        cutoff_factor (float): D0 = (k - 1) / cutoff_factor. Default: 2.5.
+        beta (float): Floor of the rescaled profile. Default: 0.1.
+        smooth_factor (float): Window size factor (1 / kappa). Default: 7.
+
+    Returns:
+        ndarray: (k + 2 (g // 2), k + 2 (g // 2)) float64 kernel summing to 1.
+    """
+    radius = int(radius)
+    if radius < 0:
+        raise ValueError(f'radius must be >= 0, got {radius}.')
+    if radius == 0:
+        return np.ones((1, 1))
+    k = 2 * radius + 1
+    coords = np.arange(k, dtype=np.float64) - k // 2
+    rho2 = coords[None, :]**2 + coords[:, None]**2
+    q = (rho2 / ((k - 1) / float(cutoff_factor))**2)**order
+    butter = q / (1.0 + q)
+    butter = (1.0 - beta) * (butter - butter.min()) / (butter.max() - butter.min()) + beta
+    kernel = butter * (rho2 <= (k // 2)**2)
+    g, sigma = release_smoothing_window(k, smooth_factor)
+    half = g // 2
+    kernel = np.pad(kernel, half)
+    taps = np.exp(-(np.arange(g) - half)**2 / (2.0 * sigma**2))
+    taps /= taps.sum()
+    for axis in (0, 1):  # separable Gaussian, reflect-101 border (numpy 'reflect' = OpenCV BORDER_REFLECT_101)
+        padded = np.pad(kernel, [(half, half) if a == axis else (0, 0) for a in (0, 1)], mode='reflect')
+        kernel = sum(taps[i] * np.take(padded, np.arange(i, i + kernel.shape[axis]), axis=axis) for i in range(g))
+    return kernel / kernel.sum()
 
 
 def dp_ramp(radii, size, ramp_width=1.0, dtype=torch.float32, device=None):

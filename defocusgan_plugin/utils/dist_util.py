@@ -1,23 +1,17 @@
 """Distributed set-up that works on CPU (gloo) as well as GPU (nccl).
 
 BasicSR's ``init_dist`` hard-codes nccl and calls ``torch.cuda.set_device``, so CPU processes fail there. Here the
-backend comes from (in order) the ``dist_params: {backend: ...}`` option, the ``DEFOCUSGAN_DIST_BACKEND``
-environment variable, or nccl when CUDA is available and gloo otherwise.
+backend is the ``dist_params: {backend: ...}`` option, else nccl when CUDA is available and gloo otherwise.
 """
 import os
 import subprocess
-
 import torch
 import torch.distributed as dist
 
-BACKEND_ENV = 'DEFOCUSGAN_DIST_BACKEND'
-
 
 def default_backend(backend=None):
-    backend = backend or os.environ.get(BACKEND_ENV)
-    if backend:
-        return backend
-    return 'nccl' if torch.cuda.is_available() else 'gloo'
+    """``backend`` if given, else nccl with CUDA and gloo without."""
+    return backend or ('nccl' if torch.cuda.is_available() else 'gloo')
 
 
 def init_dist(launcher, backend=None, port=None, **kwargs):
@@ -48,8 +42,8 @@ def init_dist(launcher, backend=None, port=None, **kwargs):
                                '--launcher pytorch).')
     if backend == 'nccl':
         if not torch.cuda.is_available():
-            raise RuntimeError('Distributed backend nccl needs CUDA; use gloo on CPU (dist_params: {backend: gloo} '
-                               f'or {BACKEND_ENV}=gloo).')
+            raise RuntimeError('Distributed backend nccl needs CUDA; use gloo on CPU (option dist_params: '
+                               '{backend: gloo}).')
         local_rank = int(os.environ.get('LOCAL_RANK', int(os.environ['RANK']) % torch.cuda.device_count()))
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, **kwargs)

@@ -17,6 +17,83 @@ def is_image_file(filename):
     return filename.endswith(IMG_EXTENSIONS)
 
 
+def decode_raw(content, path='<bytes>'):
+    """Decodes image bytes to the file's own samples: HWC (alpha dropped), BGR, uint8 / uint16 / float.
+
+    Args:
+        content (bytes): Encoded file content.
+        path (str): File path, used in error messages only.
+
+    Returns:
+        ndarray: HWC array with 1 or 3 channels, in the file's dtype (see :func:`raw_to_float`).
+    """
+    if len(content) == 0:
+        raise ValueError(f'Image file is empty (0 bytes): {path}')
+    img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f'Cannot decode image (corrupt or unsupported format): {path}')
+    if img.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        raise ValueError(f'Unsupported image dtype {img.dtype} in {path} (expected 8-bit, 16-bit or float).')
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[2] == 4:  # drop alpha
+        img = img[..., :3]
+    elif img.shape[2] == 2:  # gray + alpha
+        img = img[..., :1]
+    return img
+
+
+def bit_depth_of(raw):
+    """Bit depth of a raw image array: 8, 16, or 32 for float."""
+    return {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(raw.dtype, 32)
+
+
+def raw_to_float(raw, path='<bytes>', channels=3):
+    """Normalises raw samples (see :func:`decode_raw`) by their bit depth to float32 HWC BGR in [0, 1].
+
+    For integer samples without a colour-to-gray conversion this is element-wise, so cropping before or after it
+    gives the same values (:func:`crop_then_float` relies on this).
+
+    Args:
+        raw (ndarray): HWC uint8 / uint16 / float array (a memory map works).
+        path (str): File path, used in error messages only.
+        channels (int | None): 3 converts grayscale to BGR (replicated); 1 converts colour to gray; None keeps
+            what the array has.
+
+    Returns:
+        ndarray: Contiguous float32 array.
+    """
+    if raw.dtype in (np.uint8, np.uint16):
+        img = raw.astype(np.float32)
+        img /= 255.0 if raw.dtype == np.uint8 else 65535.0  # in place: same float32 division, no second array
+    elif raw.dtype in (np.float32, np.float64):
+        img = raw.astype(np.float32)
+        if not np.isfinite(img).all():
+            raise ValueError(f'Image contains NaN or Inf values: {path}')
+    else:
+        raise ValueError(f'Unsupported image dtype {raw.dtype} in {path} (expected 8-bit, 16-bit or float).')
+    if channels == 3 and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif channels == 1 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
+    return np.ascontiguousarray(img)
+
+
+def crop_then_float(raw, top, left, size, path='<bytes>', channels=3):
+    """``raw_to_float(raw, ...)[top:top + size, left:left + size]`` computed on the crop alone where that is exact.
+
+    Float files (their finiteness check covers the whole image) and colour-to-gray conversions (OpenCV's
+    vectorised conversion rounds differently depending on a pixel's position in the row) are converted whole first.
+
+    Returns:
+        ndarray: Contiguous float32 HWC crop.
+    """
+    whole = raw.dtype not in (np.uint8, np.uint16) or (channels == 1 and raw.shape[2] == 3)
+    if whole:
+        return np.ascontiguousarray(raw_to_float(raw, path, channels)[top:top + size, left:left + size])
+    return raw_to_float(raw[top:top + size, left:left + size], path, channels)
+
+
 def decode_image(content, path='<bytes>', channels=3):
     """Decodes image bytes to float32 HWC BGR in [0, 1], keeping the file's precision.
 
@@ -29,32 +106,8 @@ def decode_image(content, path='<bytes>', channels=3):
     Returns:
         tuple[ndarray, int]: The image and its bit depth (8, 16, or 32 for float files).
     """
-    if len(content) == 0:
-        raise ValueError(f'Image file is empty (0 bytes): {path}')
-    img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f'Cannot decode image (corrupt or unsupported format): {path}')
-    if img.dtype == np.uint8:
-        bit_depth, img = 8, img.astype(np.float32) / 255.0
-    elif img.dtype == np.uint16:
-        bit_depth, img = 16, img.astype(np.float32) / 65535.0
-    elif img.dtype in (np.float32, np.float64):
-        bit_depth, img = 32, img.astype(np.float32)
-        if not np.isfinite(img).all():
-            raise ValueError(f'Image contains NaN or Inf values: {path}')
-    else:
-        raise ValueError(f'Unsupported image dtype {img.dtype} in {path} (expected 8-bit, 16-bit or float).')
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.shape[2] == 4:  # drop alpha
-        img = img[..., :3]
-    elif img.shape[2] == 2:  # gray + alpha
-        img = img[..., :1]
-    if channels == 3 and img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    elif channels == 1 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[..., None]
-    return np.ascontiguousarray(img), bit_depth
+    raw = decode_raw(content, path)
+    return raw_to_float(raw, path, channels), bit_depth_of(raw)
 
 
 def read_image(path, channels=3, file_client=None):
@@ -88,6 +141,12 @@ def encode_image(img, bit_depth=8, ext='.png'):
     return buf.tobytes()
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, content):
     """Writes bytes to ``path`` through a temporary file in the same folder and a rename.
 
@@ -102,6 +161,7 @@ def atomic_write_bytes(path, content):
         raise PermissionError(f'Cannot write into folder {folder}: {err.strerror or err}') from None
     try:
         with os.fdopen(fd, 'wb') as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would survive the rename
             f.write(content)
             f.flush()
             os.fsync(f.fileno())

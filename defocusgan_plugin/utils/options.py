@@ -4,16 +4,14 @@ The YAML file stays the only configuration: BasicSR's ``parse_options`` does the
 debug mode); this module wraps it to accept ``--local-rank`` (what ``torch.distributed.launch`` passes), to start
 the process group with gloo on CPU, and to turn common mistakes into errors that name the option.
 """
+import basicsr.utils.options as basicsr_options
 import sys
 import yaml
+from basicsr.models.base_model import BaseModel
+from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 from contextlib import contextmanager
 from os import path as osp
 
-import basicsr.utils.options as basicsr_options
-from basicsr.models.base_model import BaseModel
-from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
-
-from defocusgan_plugin.models.dp_base_model import OPTIMIZERS, DPBaseModel
 from defocusgan_plugin.utils.dist_util import init_dist
 from defocusgan_plugin.utils.registry_util import close_names_hint, unknown_type_message
 
@@ -128,28 +126,24 @@ def _unsupported_message(key, kind, name, supported, model_type):
 def _check_optimizers_and_schedulers(opt, source):
     """``train.optim_*`` and ``train.scheduler`` types against what the model will really build.
 
-    Only the two builders whose names are known are checked: DPBaseModel's ``get_optimizer`` (the plugin's models)
-    and BaseModel's ``get_optimizer`` / ``setup_schedulers`` (BasicSR's own models, e.g. SRModel: Adam only). A
-    model with its own builder is left to report its errors itself.
+    Checked where the names are known: a model class listing ``supported_optimizers`` (the plugin's models) and
+    BaseModel's ``get_optimizer`` / ``setup_schedulers`` (BasicSR's own models, e.g. SRModel: Adam only). A model
+    with its own builder is left to report its errors itself.
     """
     train_opt = opt.get('train') or {}
     model_type = opt['model_type']
     model_cls = _model_class(model_type)
-    get_optimizer = getattr(model_cls, 'get_optimizer', None)
-    if get_optimizer is DPBaseModel.get_optimizer:
-        optimizers = sorted(OPTIMIZERS)
-    elif get_optimizer is BaseModel.get_optimizer:
+    optimizers = getattr(model_cls, 'supported_optimizers', None)
+    if optimizers is None and getattr(model_cls, 'get_optimizer', None) is BaseModel.get_optimizer:
         optimizers = list(BASICSR_OPTIMIZERS)
-    else:
-        optimizers = None
     for key, block in train_opt.items():
         if not (key.startswith('optim_') and isinstance(block, dict)):
             continue
         if 'type' not in block:
             raise KeyError(f"{source}: option block train.{key} has no 'type' (e.g. Adam).")
         if optimizers is not None and block['type'] not in optimizers:
-            raise KeyError(f'{source}: ' + _unsupported_message(f'train.{key}', 'optimizer', block['type'], optimizers,
-                                                                 model_type))
+            raise KeyError(f'{source}: ' +
+                           _unsupported_message(f'train.{key}', 'optimizer', block['type'], optimizers, model_type))
     block = train_opt.get('scheduler')
     if isinstance(block, dict):
         if 'type' not in block:

@@ -5,7 +5,7 @@ Nothing is downloaded: a missing file is a clear error naming the option and the
 import os
 from os import path as osp
 
-import torch
+from defocusgan_plugin.utils.checkpoint import load_state_dict_from
 
 
 def resolve_weights(path, env_var, filename, option_key):
@@ -33,8 +33,11 @@ def resolve_weights(path, env_var, filename, option_key):
             raise FileNotFoundError(f'Pretrained weights not found: {path} (option {option_key}).')
         return path
     torch_home = os.environ.get('TORCH_HOME', osp.join(osp.expanduser('~'), '.cache', 'torch'))
-    candidates = [os.environ.get(env_var), osp.join(torch_home, 'hub', 'checkpoints', filename),
-                  osp.join('experiments', 'pretrained_models', filename)]
+    candidates = [
+        os.environ.get(env_var),
+        osp.join(torch_home, 'hub', 'checkpoints', filename),
+        osp.join('experiments', 'pretrained_models', filename)
+    ]
     for cand in candidates:
         if cand and osp.isfile(cand):
             return cand
@@ -45,10 +48,5 @@ def resolve_weights(path, env_var, filename, option_key):
 
 
 def load_state_dict(path):
-    """Loads a state dict safely (``weights_only=True``), unwrapping BasicSR's ``params``/``params_ema`` keys."""
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    if isinstance(state, dict):
-        for key in ('params_ema', 'params', 'state_dict'):
-            if key in state and isinstance(state[key], dict):
-                return state[key]
-    return state
+    """Loads a state dict safely (``weights_only=True``), unwrapping ``params_ema``/``params``/``state_dict``."""
+    return load_state_dict_from(path)[0]

@@ -1,9 +1,8 @@
 """Registration helpers shared by the plugin's subpackages."""
 import difflib
 import importlib
-from os import path as osp
-
 from basicsr.utils import scandir
+from os import path as osp
 
 
 def import_modules_by_suffix(package, package_file, suffix):

@@ -1,0 +1,212 @@
+import cv2
+import numpy as np
+import os
+import torch
+from basicsr.utils.registry import DATASET_REGISTRY
+from os import path as osp
+from torch.utils import data as data
+
+from defocusgan_plugin.ops.filters import box_mean
+
+PIXEL4_CROP = (1008, 1344)  # the centre crop the Pixel-4 calibration belongs to (6 x 8 cells of 168 px)
+
+
+def read_raw(path, black_level, white_level, what='raw DP image'):
+    """Reads a 16-bit raw file and returns ``max(raw - black_level, 0) / white_level`` as float32 (H, W).
+
+    Errors name the file: missing, unreadable, not single-channel 16-bit.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{what} not found: {path}')
+    raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ValueError(f'Cannot decode {what} (corrupt or unsupported format): {path}')
+    if raw.dtype != np.uint16 or raw.ndim != 2:
+        raise ValueError(f'{what} must be a single-channel 16-bit PNG (raw DP data), got {raw.dtype} with shape '
+                         f'{raw.shape}: {path}')
+    return np.clip(raw.astype(np.int32) - int(black_level), 0, None).astype(np.float32) / float(white_level)
+
+
+def read_16bit(path, what):
+    """Reads a single-channel 8- or 16-bit PNG as float32 (H, W) divided by its peak (255 or 65535)."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError(f'Cannot decode {what}: {path}')
+    if img.ndim == 3:
+        raise ValueError(f'{what} must be single-channel, got shape {img.shape}: {path}')
+    peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype)
+    if peak is None:
+        raise ValueError(f'{what} must be 8- or 16-bit, got {img.dtype}: {path}')
+    return img.astype(np.float32) / peak
+
+
+def centre_crop_box(frame, crop):
+    """(top, left) of a centred ``crop`` (height, width) in a ``frame`` (height, width), as the release: the
+    offsets are ``(frame - crop) // 2``."""
+    return (frame[0] - crop[0]) // 2, (frame[1] - crop[1]) // 2
+
+
+@DATASET_REGISTRY.register()
+class DPRawPixel4Dataset(data.Dataset):
+    """Raw dual-pixel captures in the layout of the Pixel-4 release of Xin et al. (ICCV 2021).
+
+    Layout under ``dataroot``: per scene ``NNN_left.png`` / ``NNN_right.png`` (16-bit grey raw DP views, the
+    Pixel 4's green channel, 2016x1512, 14-bit with black level 1024), ``calibration/blur_kernels_{left,right}.npy``
+    (read by the model's ``dp_joint.kernels``), ``calibration/white_sheet_{left,right}.png``, and optionally
+    ``gt_all_in_focus_im/NNN_gt.png`` (linear 16-bit: value / 65535 = (raw - black) / white) and
+    ``gt_defocus_map/NNN_gt.png`` (relative units, 0 = no ground truth).
+
+    Preprocessing, as the release: ``(raw - black_level)`` clipped at 0, divided by ``white_level``; the white sheets
+    alike; the right view multiplied by the ``vignetting_box`` box average of ``white_left / white_right``; the
+    centre ``crop``; then (``normalize: joint_max``) both views divided by their joint maximum, returned as
+    ``norm_scale`` so that outputs go back to the GT's units (multiply by it).
+
+    Args:
+        opt (dict): Config for the dataset. Keys:
+            dataroot (str): Folder in the release layout.
+            black_level (int): Default: 1024.
+            white_level (float): Default: 16383 (2^14 - 1).
+            vignetting (bool): Correct the right view's vignetting with the white sheets. Default: true.
+            vignetting_box (int): Odd side of the box average of the white-sheet ratio. Default: 101.
+            crop (list[int] | None): [height, width] of the centre crop (the frame the kernel calibration belongs
+                to). Default: [1008, 1344]; None keeps the whole frame.
+            normalize (str): 'joint_max' (default) or 'none'.
+            scenes (list[str] | None): Scene names (``NNN``) to use. Default: every ``*_left.png``.
+
+    Returns (per item):
+        dict: ``lq_l``, ``lq_r`` (1, H, W) views, ``lq_c`` their mean, ``lq`` = concat(L, R), ``norm_scale`` (the
+        factor back to GT units), optional ``gt`` (1, H, W) in GT units and ``defocus`` (1, H, W, NaN where the
+        file has no ground truth), ``lq_path`` (``dataroot/NNN``, outputs are named after the scene), ``gt_path``
+        and ``bit_depth`` (16).
+    """
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        root = opt.get('dataroot')
+        if not root or not osp.isdir(osp.expanduser(root)):
+            raise FileNotFoundError(f'DPRawPixel4Dataset: dataroot not found: {root} (option dataroot).')
+        self.root = osp.expanduser(root)
+        self.black = int(opt.get('black_level', 1024))
+        self.white = float(opt.get('white_level', 2**14 - 1))
+        if self.white <= 0:
+            raise ValueError(f'Option white_level must be positive, got {self.white}.')
+        crop = opt.get('crop', list(PIXEL4_CROP))
+        if crop is not None and (len(crop) != 2 or min(int(v) for v in crop) < 1):
+            raise ValueError(f'Option crop must be [height, width] or ~, got {crop}.')
+        self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
+        self.normalize = opt.get('normalize', 'joint_max')
+        if self.normalize not in ('joint_max', 'none'):
+            raise ValueError(f"Option normalize must be 'joint_max' or 'none', got {self.normalize!r}.")
+        self.box = int(opt.get('vignetting_box', 101))
+        if self.box < 1 or self.box % 2 != 1:
+            raise ValueError(f'Option vignetting_box must be a positive odd size, got {self.box}.')
+        names = opt.get('scenes')
+        if names is None:
+            names = sorted(f[:-len('_left.png')] for f in os.listdir(self.root) if f.endswith('_left.png'))
+        if not names:
+            raise ValueError(f'No NNN_left.png views in {self.root} (option dataroot).')
+        for name in names:
+            for side in ('left', 'right'):
+                if not osp.isfile(osp.join(self.root, f'{name}_{side}.png')):
+                    raise FileNotFoundError(f'Scene {name}: {name}_{side}.png is missing in {self.root}.')
+        self.scenes = [str(n) for n in names]
+        self.vignetting = None
+        if opt.get('vignetting', True):
+            self.vignetting = self._vignetting_ratio()
+
+    # ------------------------------------------------------------------ preprocessing
+    def _vignetting_ratio(self):
+        """Box average of ``white_left / white_right`` over the whole frame (H, W)."""
+        sheets = [
+            read_raw(
+                osp.join(self.root, 'calibration', f'white_sheet_{side}.png'), self.black, self.white,
+                'white sheet (option vignetting)') for side in ('left', 'right')
+        ]
+        if sheets[0].shape != sheets[1].shape:
+            raise ValueError(f'The white sheets in {osp.join(self.root, "calibration")} differ in size: '
+                             f'{sheets[0].shape} vs {sheets[1].shape}.')
+        ratio = sheets[0] / np.maximum(sheets[1], 1e-6)
+        ratio = box_mean(torch.from_numpy(ratio)[None, None], self.box // 2)[0, 0].numpy()
+        return ratio.astype(np.float32)
+
+    def crop_box(self, frame):
+        """(top, left, height, width) of the crop in a frame of size ``frame``; errors name both sizes."""
+        if self.crop is None:
+            return 0, 0, frame[0], frame[1]
+        if self.crop[0] > frame[0] or self.crop[1] > frame[1]:
+            raise ValueError(f'Option crop {list(self.crop)} (height, width) is larger than the {frame[0]}x{frame[1]} '
+                             f'frame in {self.root}.')
+        top, left = centre_crop_box(frame, self.crop)
+        return top, left, self.crop[0], self.crop[1]
+
+    def describe(self):
+        """Crop, units and vignetting of the samples, for the metric lines of the log."""
+        frame = read_raw(osp.join(self.root, f'{self.scenes[0]}_left.png'), self.black, self.white).shape
+        top, left, h, w = self.crop_box(frame)
+        if self.crop is None:
+            crop = f'whole {h}x{w} frame'
+        else:
+            crop = (f'centre crop {h}x{w} (rows {top}:{top + h}, cols {left}:{left + w}) of the {frame[0]}x{frame[1]} '
+                    'frame')
+        vignetting = ('right view x box' + str(self.box) +
+                      '(white_left / white_right)' if self.vignetting is not None else 'none')
+        return f"{crop}; units (raw - {self.black}) / {self.white:g}, linear; vignetting correction {vignetting}"
+
+    def _ground_truth(self, folder, name, frame, box, what):
+        path = osp.join(self.root, folder, f'{name}_gt.png')
+        if not osp.isfile(path):
+            return None, None
+        img = read_16bit(path, what)
+        top, left, h, w = box
+        if img.shape == (h, w):
+            return img, path
+        if img.shape == tuple(frame):
+            return img[top:top + h, left:left + w], path
+        raise ValueError(f'{what} {path} is {img.shape[0]}x{img.shape[1]}; expected the crop ({h}x{w}) or the '
+                         f'frame ({frame[0]}x{frame[1]}).')
+
+    def __len__(self):
+        return len(self.scenes)
+
+    def read_view(self, name, side):
+        """One whole view of scene ``name`` ('left' or 'right'), black level and white level applied, the right one
+        corrected for vignetting (when enabled); float32 (H, W)."""
+        view = read_raw(osp.join(self.root, f'{name}_{side}.png'), self.black, self.white)
+        if side == 'right' and self.vignetting is not None:
+            if self.vignetting.shape != view.shape:
+                raise ValueError(f'The white sheets are {self.vignetting.shape[0]}x{self.vignetting.shape[1]} but the '
+                                 f'views of scene {name} are {view.shape[0]}x{view.shape[1]} ({self.root}).')
+            view = view * self.vignetting
+        return view
+
+    def __getitem__(self, index):
+        name = self.scenes[index]
+        left, right = self.read_view(name, 'left'), self.read_view(name, 'right')
+        if left.shape != right.shape:
+            raise ValueError(f'Scene {name}: the views differ in size ({left.shape} vs {right.shape}) in {self.root}.')
+        frame = left.shape
+        box = self.crop_box(frame)
+        top, x0, h, w = box
+        left, right = left[top:top + h, x0:x0 + w], right[top:top + h, x0:x0 + w]
+        scale = 1.0
+        if self.normalize == 'joint_max':
+            scale = max(float(left.max()), float(right.max()), 1e-6)
+            left, right = left / scale, right / scale
+        lq_l, lq_r = (torch.from_numpy(np.ascontiguousarray(v))[None] for v in (left, right))
+        out = {
+            'lq_l': lq_l,
+            'lq_r': lq_r,
+            'lq_c': 0.5 * (lq_l + lq_r),
+            'lq': torch.cat([lq_l, lq_r], 0),
+            'norm_scale': torch.tensor(scale, dtype=torch.float32),
+            'lq_path': osp.join(self.root, name),
+            'bit_depth': 16
+        }  # 16-bit raw reads, named in the metrics' protocol labels
+        gt, gt_path = self._ground_truth('gt_all_in_focus_im', name, frame, box, 'GT all-in-focus image')
+        if gt is not None:
+            out['gt'], out['gt_path'] = torch.from_numpy(np.ascontiguousarray(gt))[None], gt_path
+        defocus, _ = self._ground_truth('gt_defocus_map', name, frame, box, 'GT defocus map')
+        if defocus is not None:
+            out['defocus'] = torch.from_numpy(np.where(defocus > 0, defocus, np.nan).astype(np.float32))[None]
+        return out
