@@ -92,6 +92,20 @@ FAST = {
     'datasets:train:batch_size_per_gpu': 1,
 }
 
+# The smallest stage-1 (train_defocus_map_synthetic.yml) networks and phases: iteration 1 trains the map network,
+# iteration 2 the kernels, so both optimisers step in a two-iteration run.
+TINY_DEFOCUS_MAP = {
+    'datasets:train:gt_size': 32,
+    'network_map:cap': 5,
+    'network_map:num_feat': 8,
+    'network_map:num_level': 2,
+    'network_map:corr_disp': 3,
+    'network_kernel:max_radius': 5,
+    'train:phase_schedule:network_iters': 1,
+    'train:phase_schedule:alternate_iters': 1,
+    'train:reblur_opt:crop_border': 2,
+}
+
 
 def run_train(option_path, work_dir, *args):
     """Runs the plugin's training pipeline in-process, rooted at ``work_dir``; returns the model."""

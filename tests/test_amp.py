@@ -2,7 +2,7 @@
 import math
 import pytest
 import torch
-from conftest import FAST, load_options, run_train, tiny_options
+from conftest import FAST, TINY_DEFOCUS_MAP, load_options, run_train, tiny_options
 
 from defocusgan_plugin.utils.checkpoint import load_checkpoint
 
@@ -19,17 +19,7 @@ CASES = {
         'train:ema_decay': 0.5
     },
     # the map network then the kernels: both optimisers step
-    'train_defocus_map_synthetic.yml': {
-        'datasets:train:gt_size': 32,
-        'network_map:cap': 5,
-        'network_map:num_feat': 8,
-        'network_map:num_level': 2,
-        'network_map:corr_disp': 3,
-        'network_kernel:max_radius': 5,
-        'train:phase_schedule:network_iters': 1,
-        'train:phase_schedule:alternate_iters': 1,
-        'train:reblur_opt:crop_border': 2
-    },
+    'train_defocus_map_synthetic.yml': TINY_DEFOCUS_MAP,
     # DPDeblurModel: Charbonnier + MS-SSIM
     'train_mccnet_synthetic.yml': {
         'datasets:train:gt_size': 32,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from basicsr.models import build_model
-from conftest import FAST, load_options, run_python, run_test, run_train, tiny_options
+from conftest import FAST, TINY_DEFOCUS_MAP, load_options, run_python, run_test, run_train, tiny_options
 
 from defocusgan_plugin.archs.blur_kernel_arch import LearnableBlurKernel
 from defocusgan_plugin.archs.defocus_map_arch import DefocusMapNet, SoftClip, view_correlation
@@ -332,19 +332,7 @@ def test_model_rejects_inconsistent_options(tmp_path):
 
 
 # ---------------------------------------------------------------------- entry points
-TINY = dict(
-    FAST, **{
-        'datasets:train:gt_size': 32,
-        'network_map:cap': 5,
-        'network_map:num_feat': 8,
-        'network_map:num_level': 2,
-        'network_map:corr_disp': 3,
-        'network_kernel:max_radius': 5,
-        'train:phase_schedule:network_iters': 1,
-        'train:phase_schedule:alternate_iters': 1,
-        'train:reblur_opt:crop_border': 2,
-        'train:prior_start_iter': 0
-    })
+TINY = dict(FAST, **TINY_DEFOCUS_MAP, **{'train:prior_start_iter': 0})
 TEST_NETS = {k: v for k, v in TINY.items() if k.startswith('network_')}
 
 

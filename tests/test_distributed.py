@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 import torch
-from conftest import FAST, load_options, tiny_options
+from conftest import FAST, TINY_DEFOCUS_MAP, load_options, tiny_options
 
 # Each rank runs the plugin's training pipeline and records, in its own process: every file saved (the plugin's
 # atomic writer ends in os.replace, BasicSR's own in torch.save to a path) and every log file opened, the networks
@@ -64,18 +64,7 @@ DDP_CASES = {
         'train:gan_start_iter': 0
     }, ('net_g', 'net_d')),
     # two networks, two optimisers: iteration 1 trains the map, iteration 2 the kernels
-    'train_defocus_map_synthetic.yml': ({
-        'datasets:train:gt_size': 32,
-        'network_map:cap': 5,
-        'network_map:num_feat': 8,
-        'network_map:num_level': 2,
-        'network_map:corr_disp': 3,
-        'network_kernel:max_radius': 5,
-        'train:phase_schedule:network_iters': 1,
-        'train:phase_schedule:alternate_iters': 1,
-        'train:reblur_opt:crop_border': 2,
-        'val:save_img': False
-    }, ('net_map', 'net_kernel')),
+    'train_defocus_map_synthetic.yml': (dict(TINY_DEFOCUS_MAP, **{'val:save_img': False}), ('net_map', 'net_kernel')),
 }
 
 

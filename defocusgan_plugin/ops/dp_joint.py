@@ -62,59 +62,22 @@ BASE_OPTIONS = dict(
     one_sided=0.0,
     include_focus=False,
     min_level_radius=0.0)
+# yapf: disable
+# The release's objective, its renderer padding and post-filter: shared by both presets.
+RELEASE_OBJECTIVE = dict(objective='release', lr=(0.3, 0.1), pad_mode='replicate', post_filter=RELEASE_POST_FILTER,
+                         noise={'sigma': NOISE_SIGMA, 'c': NOISE_C}, one_sided=0.1, include_focus=True,
+                         blur_method='fft')
 PRESETS = {
     # the release: 10 000 full-resolution iterations from equally visible layers at the global mean colour
-    'release':
-    dict(
-        objective='release',
-        levels=({
-            'scale': 1.0,
-            'iters': 10000
-        }, ),
-        lr=(0.3, 0.1),
-        init='uniform',
-        color_init='global',
-        early_stop=None,
-        pad_mode='replicate',
-        post_filter=RELEASE_POST_FILTER,
-        noise={
-            'sigma': NOISE_SIGMA,
-            'c': NOISE_C
-        },
-        one_sided=0.1,
-        include_focus=True,
-        blur_method='fft'),
+    'release': dict(RELEASE_OBJECTIVE, levels=({'scale': 1.0, 'iters': 10000}, ), init='uniform',
+                    color_init='global', early_stop=None),
     # the same objective, coarse to fine from the cross-convolution map, stopping each level on a plateau
     # (levels whose blur is too small to see are merged into the next one: see min_level_radius)
-    'fast':
-    dict(
-        objective='release',
-        levels=({
-            'scale': 0.5,
-            'iters': 40
-        }, {
-            'scale': 1.0,
-            'iters': 10
-        }),
-        min_level_radius=4.0,
-        lr=(0.3, 0.1),
-        init='cross',
-        color_init='view',
-        early_stop={
-            'window': 10,
-            'rel_tol': 0.001
-        },
-        pad_mode='replicate',
-        post_filter=RELEASE_POST_FILTER,
-        noise={
-            'sigma': NOISE_SIGMA,
-            'c': NOISE_C
-        },
-        one_sided=0.1,
-        include_focus=True,
-        search_scale='auto',
-        blur_method='fft'),
+    'fast': dict(RELEASE_OBJECTIVE, levels=({'scale': 0.5, 'iters': 40}, {'scale': 1.0, 'iters': 10}),
+                 min_level_radius=4.0, init='cross', color_init='view', early_stop={'window': 10, 'rel_tol': 0.001},
+                 search_scale='auto'),
 }
+# yapf: enable
 _UNSET = object()
 
 
