@@ -28,7 +28,7 @@ from os import path as osp
 
 # Running this module imported the defocusgan_plugin package first: the torchvision alias and the registrations are
 # in place before the basicsr imports above.
-from defocusgan_plugin.models.dp_base_model import AMP_DTYPES, RobustBaseModel
+from defocusgan_plugin.models.robust_base_model import AMP_DTYPES, RobustBaseModel
 from defocusgan_plugin.utils.checkpoint import gather_rng_states, load_checkpoint, save_object, set_rng_states
 from defocusgan_plugin.utils.options import parse_options
 

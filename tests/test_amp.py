@@ -209,7 +209,7 @@ def test_grad_scaler_state_is_saved_and_restored(tmp_path, synthetic_root):
 def test_fp16_step_skipped_by_the_scaler_is_reported_but_not_counted_as_bad():
     """guarded_step with an enabled GradScaler: an overflowing gradient makes the scaler skip the step (and halve
     its scale); the caller learns that nothing stepped (no EMA update), the NaN guard counts nothing."""
-    from defocusgan_plugin.models.dp_base_model import RobustBaseModel
+    from defocusgan_plugin.models.robust_base_model import RobustBaseModel
     model = RobustBaseModel(
         dict(num_gpu=0, is_train=True, dist=False, path={'models': 'models'}, train={'nan_max_consecutive': 1}))
     model.grad_scaler = torch.amp.GradScaler('cpu', init_scale=2.0**16)

@@ -331,7 +331,7 @@ def truncated_checkpoint(tmp_path, data_root):
 
 
 def checkpoint_shape_mismatch(tmp_path, data_root):
-    from defocusgan_plugin.models.dp_base_model import RobustBaseModel
+    from defocusgan_plugin.models.robust_base_model import RobustBaseModel
     model = RobustBaseModel(dict(num_gpu=0, is_train=False, dist=False, path={}))
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 3, 3))
     path = tmp_path / 'net_g_1.pth'

@@ -13,7 +13,7 @@ from conftest import FAST, TINY_DEFOCUS_MAP, load_options, tiny_options
 # is NaN on rank 1 only.
 _RANK_SCRIPT = r'''
 import logging, math, os, sys, torch
-from defocusgan_plugin.models.dp_base_model import RobustBaseModel
+from defocusgan_plugin.models.robust_base_model import RobustBaseModel
 from defocusgan_plugin.train import train_pipeline
 
 saves, log_files, initial = [], [], {}

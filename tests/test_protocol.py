@@ -8,7 +8,7 @@ import torch
 from conftest import load_options, run_test, tiny_options
 
 from defocusgan_plugin.metrics.protocol import MetricImages, ValProtocol, metric_label, reads_label
-from defocusgan_plugin.models.dp_base_model import RobustBaseModel
+from defocusgan_plugin.models.robust_base_model import RobustBaseModel
 from defocusgan_plugin.utils.img_io import decode_image, encode_image
 
 LINE = re.compile(r'# (\w+): (-?[\d.]+|inf|nan) \[(.*?)\](?=\t|\s*$)', re.MULTILINE)

@@ -156,7 +156,7 @@ def test_nan_loss_skips_steps_then_stops_keeping_the_last_good_checkpoint(tmp_pa
 
 
 def test_nan_guard_checks_gradients_and_counts_only_consecutive_bad_steps():
-    from defocusgan_plugin.models.dp_base_model import RobustBaseModel
+    from defocusgan_plugin.models.robust_base_model import RobustBaseModel
     model = RobustBaseModel(
         dict(num_gpu=0, is_train=True, dist=False, path={'models': 'models'}, train={'nan_max_consecutive': 2}))
     net = nn.Linear(2, 1)

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from os import path as osp
 
 from defocusgan_plugin.losses.defocus_adversarial_loss import DefocusAdversarialLoss
-from defocusgan_plugin.models.dp_base_model import RobustBaseModel
+from defocusgan_plugin.models.robust_base_model import RobustBaseModel
 from defocusgan_plugin.utils.registry_util import unknown_type_message
 
 MAP_SOURCES = ('gt', 'folder', 'network')

@@ -7,7 +7,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from collections import OrderedDict
 
-from defocusgan_plugin.models.dp_base_model import RobustBaseModel
+from defocusgan_plugin.models.robust_base_model import RobustBaseModel
 
 # train.<key> -> name in the training log; each block is optional, at least one is needed
 LOSS_BLOCKS = (('pixel_opt', 'l_pix'), ('ssim_opt', 'l_ssim'), ('perceptual_opt', 'l_percep'))

@@ -7,7 +7,7 @@ from os import path as osp
 
 from defocusgan_plugin.metrics.defocus_map_metric import DEFOCUS_MAP_METRICS
 from defocusgan_plugin.metrics.protocol import MetricImages, ValProtocol
-from defocusgan_plugin.models.dp_base_model import RobustBaseModel
+from defocusgan_plugin.models.robust_base_model import RobustBaseModel
 
 
 def diverging_colormap(values, limit):
