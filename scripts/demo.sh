@@ -4,7 +4,8 @@
 #   2. stage 1: trains DefocusMapNet + LearnableBlurKernel (unsupervised reblur loss), tests the maps, deconvolves;
 #   3. stage 2: trains DefocusGAN (map guidance annealed away; VGG19 weights are not needed: pretrained: false);
 #   4. trains MCCNet on the DP views; runs the joint DP optimiser (no training) on the test images;
-#   5. prints one table of test metrics (and the blurred input's) and writes it to demo_output/metrics.{md,json}.
+#   5. runs the joint optimiser's fast preset on a fake raw Pixel-4-layout set;
+#   6. prints one table of test metrics (and the blurred input's) and writes it to demo_output/metrics.{md,json}.
 # Every step runs a plugin entry point exactly as a user would (python -m defocusgan_plugin.train / .test); the logs
 # are in demo_output/logs, the images in results/<name>/visualization. DEMO_FAST=1 trains for a few iterations only.
 set -euo pipefail
@@ -53,6 +54,21 @@ else
   step test test_dp_joint_synthetic
 fi
 
+# The joint optimiser's fast preset on raw DP captures in the Pixel-4 release layout: a fake set at 1/6 scale (the
+# same scenes and 6x8 calibration as full size, kernels ~2.6 px), preprocessed as the release (black level,
+# vignetting, centre crop, joint max).
+PIXEL4=datasets/pixel4_demo
+if [ ! -f "$PIXEL4/.complete" ]; then
+  python scripts/make_fake_pixel4.py --out "$PIXEL4" --scenes 2 --crop 168 224 >/dev/null
+  touch "$PIXEL4/.complete"
+fi
+step test test_dp_joint_pixel4 --force_yml "datasets:test_1:dataroot=$PIXEL4" "datasets:test_1:crop=[168, 224]" \
+  "dp_joint:kernels:left=$PIXEL4/calibration/blur_kernels_left.npy" \
+  "dp_joint:kernels:right=$PIXEL4/calibration/blur_kernels_right.npy" \
+  "dp_joint:kernels:frame_size=[168, 224]" dp_joint:solver:max_radius=4.9
+
 python scripts/demo_summary.py --data "$DATA" --out demo_output \
   test_defocus_map_synthetic test_defocus_deconv_synthetic test_defocusgan_synthetic test_mccnet_synthetic \
   test_dp_joint_synthetic
+echo "[demo] joint DP optimisation, fast preset, on the fake Pixel-4-layout set ($PIXEL4; log $LOGS/test_dp_joint_pixel4.log):"
+grep -E '# (input_)?(psnr|aiwe1):' "$LOGS/test_dp_joint_pixel4.log" | sed -E 's/^[[:space:]]+//; s/\t.*//'
