@@ -5,6 +5,7 @@ import pytest
 import shutil
 import subprocess
 import sys
+import torch
 import yaml
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('synthetic_dpdd')
     write_synthetic_dpdd(str(root), max_side=96, coc_max=4.0, focus_per_scene=(2, 1, 1), seed=0)
     return root
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests: on a shared CPU the thread pool's synchronisation costs
+    more than it gains (``pytestmark = pytest.mark.usefixtures('one_thread')``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def option_path(name):

@@ -28,14 +28,7 @@ TINY = dict(
         'train:gan_start_iter': 0,
     })
 
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny tensors: on a shared CPU the thread pool's synchronisation costs more than it gains."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (conftest.one_thread)
 
 
 def generator(**kwargs):

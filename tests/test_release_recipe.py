@@ -24,13 +24,7 @@ from defocusgan_plugin.utils.options import parse_options
 PATCHES_PER_IMAGE = len(range(0, 1120 - 512 + 1, 204)) + 1, len(range(0, 1680 - 512 + 1, 204)) + 1  # + flush one
 EPOCH = round(350 * PATCHES_PER_IMAGE[0] * PATCHES_PER_IMAGE[1] * 0.7) // 4  # 30 % dropped, batch 4
 
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (conftest.one_thread)
 
 
 class SquareCritic(torch.nn.Module):
