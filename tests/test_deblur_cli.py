@@ -9,10 +9,11 @@ import pytest
 import torch
 import yaml
 from conftest import run_python
-from test_defocusgan import one_thread  # noqa: F401  (autouse: one CPU thread for tiny tensors)
 
 from defocusgan_plugin.archs.defocusgan_arch import DefocusGANGenerator
 from defocusgan_plugin.deblur import AutoTiler, auto_tile_size, deblur_tensor, half_dtype, main
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (conftest.one_thread)
 
 NET = {'type': 'DefocusGANGenerator', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': [8, 8, 8]}
 

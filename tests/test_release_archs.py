@@ -10,7 +10,6 @@ import torch
 from basicsr.data import build_dataset
 from conftest import run_test, tiny_options
 from pathlib import Path
-from test_defocusgan import one_thread  # noqa: F401  (autouse: one CPU thread for tiny tensors)
 from torch.nn import functional as F
 
 from defocusgan_plugin.archs.defocus_map_release_arch import DefocusMapReleaseNet
@@ -19,6 +18,8 @@ from defocusgan_plugin.deblur import main as deblur_main
 from defocusgan_plugin.metrics.protocol import tensor2img16
 from defocusgan_plugin.utils.checkpoint import load_state_dict_from
 from defocusgan_plugin.utils.options import parse_options
+
+pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (conftest.one_thread)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / 'tests' / 'data' / 'release'
