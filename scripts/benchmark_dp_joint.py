@@ -234,8 +234,6 @@ def pixel4_inputs(args):
 
 
 def run_pixel4(args, device):
-    from defocusgan_plugin.ops.dp_objective import exposure_factor
-    from defocusgan_plugin.ops.filters import bilateral_filter
     dataset, bank, crop = pixel4_inputs(args)
     max_radius = args.max_radius if args.max_radius else 1.9 * float(bank.radii[0])
     scenes = range(min(args.images, len(dataset)))
@@ -256,7 +254,7 @@ def run_pixel4(args, device):
             left, right = sample['lq_l'][None].to(device), sample['lq_r'][None].to(device)
             floor = calculate_aiwe1(np.random.default_rng(0).normal(0, 1e-6, gt_map.shape), gt_map)
             base = psnr(sample['lq_c'][0].numpy() * scale, gt)
-            eps = float(exposure_factor(torch.stack([left, right], 1)))
+            views = torch.stack([left, right], 1)
             start = time.perf_counter()
 
             def record(state,
@@ -267,12 +265,12 @@ def run_pixel4(args, device):
                        scale=scale,
                        floor=floor,
                        base=base,
-                       eps=eps,
+                       views=views,
                        start=start):
                 if preset != 'release' or state['iteration'] not in checkpoints:
                     return
                 aif, defocus, _ = solver.outputs(state['params'], state['radii'])
-                aif = bilateral_filter(eps * aif, **solver.post_filter) / eps
+                aif = solver.post_process(aif, views)
                 add_row(f'release, {state["iteration"]} it.', index, state['iteration'],
                         time.perf_counter() - start, base, psnr(aif[0, 0].cpu().numpy() * scale, gt), floor,
                         calculate_aiwe1(defocus[0, 0].cpu().numpy(), gt_map))

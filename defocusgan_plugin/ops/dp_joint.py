@@ -484,9 +484,7 @@ class DPJointSolver:
         if tuple(params[1].shape[-2:]) != (height, width):
             params = self._upsample(params, (height, width))
         aif, defocus, weights = self.outputs(params, radii)
-        if self.post_filter is not None:
-            eps = float(exposure_factor(views_full))
-            aif = bilateral_filter(eps * aif, **self.post_filter) / eps
+        aif = self.post_process(aif, views_full)
         return {
             'aif': aif,
             'defocus': defocus,
@@ -519,6 +517,14 @@ class DPJointSolver:
             colors, alphas = self.scene(params)
             weights = visibility_weights(alphas)
             return expected_value(weights, colors), expected_value(weights, radii.to(weights.device)), weights
+
+    def post_process(self, aif, views):
+        """The all-in-focus image through ``post_filter`` (the release's bilateral filter of the exposure-normalised
+        image; ``views`` (1, 2, C, H, W) give the exposure), or unchanged without one."""
+        if self.post_filter is None:
+            return aif
+        eps = float(exposure_factor(views))
+        return bilateral_filter(eps * aif, **self.post_filter) / eps
 
     @staticmethod
     def _upsample(params, size):
