@@ -24,14 +24,6 @@ from os import path as osp
 from defocusgan_plugin.ops.psf import centered_grid, dp_psf, kernel_size_for
 
 
-def estimate_kernel_radius(kernel):
-    """Radius of the uniform disk with the same second moment as ``kernel`` (``E[rho^2] = r^2 / 2``), in pixels."""
-    kernel = torch.as_tensor(kernel, dtype=torch.float64)
-    x, y = centered_grid(kernel.shape[-1], kernel.dtype)
-    total = kernel.sum().clamp_min(1e-12)
-    return float(torch.sqrt(2.0 * (kernel * (x * x + y * y)).sum() / total))
-
-
 def kernel_radii(kernels):
     """Disk-equivalent radius of each kernel, about its own centroid (``E[rho^2] = r^2 / 2`` for a uniform disk).
 
