@@ -7,6 +7,7 @@ from os import path as osp
 from torch.utils import data as data
 
 from defocusgan_plugin.ops.filters import box_mean
+from defocusgan_plugin.utils.img_io import read_image
 
 PIXEL4_CROP = (1008, 1344)  # the centre crop the Pixel-4 calibration belongs to (6 x 8 cells of 168 px)
 
@@ -29,15 +30,12 @@ def read_raw(path, black_level, white_level, what='raw DP image'):
 
 def read_16bit(path, what):
     """Reads a single-channel 8- or 16-bit PNG as float32 (H, W) divided by its peak (255 or 65535)."""
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f'Cannot decode {what}: {path}')
-    if img.ndim == 3:
-        raise ValueError(f'{what} must be single-channel, got shape {img.shape}: {path}')
-    peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype)
-    if peak is None:
-        raise ValueError(f'{what} must be 8- or 16-bit, got {img.dtype}: {path}')
-    return img.astype(np.float32) / peak
+    img, depth = read_image(path, channels=None)  # errors name the file
+    if img.shape[2] != 1:
+        raise ValueError(f'{what} must be single-channel, got shape {img.shape[:2] + (img.shape[2], )}: {path}')
+    if depth not in (8, 16):
+        raise ValueError(f'{what} must be 8- or 16-bit, got a float image: {path}')
+    return img[..., 0]
 
 
 def centre_crop_box(frame, crop):
