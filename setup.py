@@ -100,6 +100,7 @@ setup(
             'defocusgan-train=defocusgan_plugin.train:main',
             'defocusgan-test=defocusgan_plugin.test:main',
             'defocusgan-deblur=defocusgan_plugin.deblur:main',
+            'defocusgan-dp=defocusgan_plugin.dp_cli:main',
         ]
     },
     cmdclass=cmdclass,

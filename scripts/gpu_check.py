@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -149,6 +150,8 @@ def parse_args(argv=None):
     args.backend = 'gloo' if dry else 'nccl'
     if args.iters <= args.warmup or args.warmup < 0:
         parser.error('--iters must exceed --warmup >= 0')
+    # absolute: the DDP row's torchrun child runs in another folder and reads the option file and data from here
+    args.out = osp.abspath(args.out)
     return args
 
 
@@ -445,6 +448,18 @@ def joint_row(args, device):
     }
 
 
+def child_error(stderr, lines=40):
+    """The real error of a failed child process: its last exception line (torchrun's own ChildFailedError wrapper
+    skipped) and the tail of its stderr; (error line or '', tail)."""
+    tail = '\n'.join(stderr.rstrip().splitlines()[-lines:])
+    errors = [
+        line.strip() for line in stderr.splitlines()
+        if re.match(r'^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: |$)', line.strip())
+        and 'ChildFailedError' not in line
+    ]
+    return (errors[-1] if errors else ''), tail
+
+
 def ddp_row(args, data, work):
     """torchrun with one process: a tiny DefocusGAN run (critic, gradient penalty, EMA) with bf16 and channels-last."""
     import yaml
@@ -489,8 +504,10 @@ def ddp_row(args, data, work):
     seconds = time.perf_counter() - start
     saved = osp.join(folder, 'experiments', 'gpu_check_ddp', 'models', 'net_g_latest.pth')
     if proc.returncode != 0 or not osp.isfile(saved):
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        raise RuntimeError(f'torchrun exited with {proc.returncode}; last output:\n{tail}')
+        # the first line (the report's table cell) names the child's own error; the stderr tail follows
+        error, tail = child_error(proc.stderr or proc.stdout)
+        what = f'torchrun exited with {proc.returncode}' if proc.returncode else f'torchrun wrote no {saved}'
+        raise RuntimeError(f'{what}: {error or "no error line"}; last output:\n{tail[-3000:]}')
     return {
         'processes': 1,
         'backend': args.backend,

@@ -5,10 +5,10 @@ from conftest import FAST, basicsr_checkout, run_python, tiny_options
 
 # Every name the plugin registers, per registry. Issues that add names extend these lists.
 EXPECTED = {
-    'dataset': ['DPDDDataset', 'SyntheticDPDataset', 'DPRawPixel4Dataset'],
+    'dataset': ['DPDDDataset', 'SyntheticDPDataset', 'DPRawPixel4Dataset', 'DPPairsDataset'],
     'metric': [
         'calculate_mae', 'calculate_lpips', 'calculate_dpdd_psnr', 'calculate_dpdd_ssim', 'calculate_aiwe1',
-        'calculate_aiwe2', 'calculate_spearman_error'
+        'calculate_constant_floor', 'calculate_aiwe2', 'calculate_spearman_error'
     ],
     'arch': [
         'DefocusGANGenerator', 'DefocusGANReleaseGenerator', 'PatchGANDiscriminator', 'DefocusMapNet',

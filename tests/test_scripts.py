@@ -75,8 +75,9 @@ def test_gpu_check_dry_run_fills_every_row(tmp_path):
     import sys
     out = tmp_path / 'out'
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', TMPDIR=str(tmp_path))
-    proc = subprocess.run(['bash', osp.join(SCRIPTS, 'gpu_check.sh'), '--dry-run', '--out',
-                           str(out)],
+    # a relative --out, as the default: the DDP row's torchrun child runs in another folder and once could not find
+    # its option file
+    proc = subprocess.run(['bash', osp.join(SCRIPTS, 'gpu_check.sh'), '--dry-run', '--out', 'out'],
                           cwd=tmp_path,
                           env=env,
                           capture_output=True,
@@ -108,3 +109,16 @@ def test_gpu_check_dry_run_fills_every_row(tmp_path):
     table = (out / 'gpu_check.md').read_text()
     assert '| DefocusGANReleaseGenerator | 48x32 | bf16 + channels_last + compile |' in table and 'DRY RUN' in table
     assert sorted(p.name for p in out.iterdir()) == ['gpu_check.json', 'gpu_check.md']  # the work folder is removed
+
+
+def test_gpu_check_names_the_child_error_of_a_failed_torchrun():
+    stderr = (
+        'Traceback (most recent call last):\n  File "train.py", line 194, in train_pipeline\n'
+        'FileNotFoundError: Option file not found: work/ddp/ddp.yml\nE1203 elastic: failed (exitcode: 1)\n'
+        'Traceback (most recent call last):\ntorch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n'
+        '====\ndefocusgan_plugin.train FAILED\n')
+    error, tail = load_script('gpu_check').child_error(stderr, lines=3)
+    assert error == 'FileNotFoundError: Option file not found: work/ddp/ddp.yml'
+    assert [line.strip() for line in tail.splitlines()] == [
+        'torch.distributed.elastic.multiprocessing.errors.ChildFailedError:', '====', 'defocusgan_plugin.train FAILED'
+    ]

@@ -104,6 +104,13 @@ class DefocusMapNet(nn.Module):
         psf (dict | None): Parametric DP kernels of the cue (:func:`defocusgan_plugin.ops.psf.dp_psf`: profile,
             order, cutoff, beta, sigma, ramp_width). Default: Butterworth order 3, cut-off 2.5, beta 0.1, sigma 0.5,
             ramp width 1.
+        match_channel (str): View channel the cue matches: 'mean' of the channels (default), or 'red', 'green',
+            'blue' (RGB input). Real Canon DP views match best on green (the Bayer channel with twice the samples).
+        match_highpass (int): Radius of a box mean subtracted from both views before matching; 0 (default) off. A
+            linear filter keeps the cross-convolution identity, and removes what the identity cannot explain: the
+            left/right gain and offset differences of real captures (vignetting, sRGB encoding).
+        match_subpixel (bool): Refine the best radius by a parabola through the costs of it and its two neighbours
+            (real DP disparities at DPDD-like resolutions are often below 1 px). Default: false.
     """
 
     def __init__(self,
@@ -118,7 +125,10 @@ class DefocusMapNet(nn.Module):
                  disparity_scale=2.0,
                  match_step=0.5,
                  match_window=15,
-                 psf=None):
+                 psf=None,
+                 match_channel='mean',
+                 match_highpass=0,
+                 match_subpixel=False):
         super().__init__()
         if cap <= 0:
             raise ValueError(f'DefocusMapNet: cap must be positive (largest |CoC| in pixels), got {cap}.')
@@ -132,6 +142,14 @@ class DefocusMapNet(nn.Module):
         self.num_level = num_level
         self.corr_disp, self.corr_window = int(corr_disp), int(corr_window)
         self.match_window = int(match_window)
+        channels = {'mean': None, 'red': 0, 'green': 1, 'blue': 2}
+        if match_channel not in channels or (channels[match_channel] is not None and in_ch != 6):
+            raise ValueError(f"DefocusMapNet: match_channel must be 'mean', or 'red' / 'green' / 'blue' with RGB views "
+                             f'(in_ch 6); got {match_channel!r} with in_ch {in_ch}.')
+        if match_highpass < 0:
+            raise ValueError(f'DefocusMapNet: match_highpass must be >= 0 (a box radius), got {match_highpass}.')
+        self.match_channel, self.match_highpass = channels[match_channel], int(match_highpass)
+        self.match_subpixel = bool(match_subpixel)
         num_cue = 2 * self.corr_disp + 2 if self.corr_disp else 0
         if match_step > 0:
             steps = math.floor(self.cap / match_step)
@@ -172,9 +190,23 @@ class DefocusMapNet(nn.Module):
             tuple[Tensor, Tensor]: (B, M, H, W) relative costs, (B, 1, H, W) radius in pixels.
         """
         with torch.no_grad():  # a function of the data only: nothing to learn through it
-            cost, _ = cross_convolution_costs(
-                left.mean(1, keepdim=True), right.mean(1, keepdim=True), self.match_kernels, self.match_window)
-            radius = self.match_radii[cost.argmin(1, keepdim=True)]
+            if self.match_channel is None:
+                left, right = left.mean(1, keepdim=True), right.mean(1, keepdim=True)
+            else:
+                pick = slice(self.match_channel, self.match_channel + 1)
+                left, right = left[:, pick], right[:, pick]
+            if self.match_highpass:
+                left = left - box_mean(left, self.match_highpass)
+                right = right - box_mean(right, self.match_highpass)
+            cost, _ = cross_convolution_costs(left, right, self.match_kernels, self.match_window)
+            best = cost.argmin(1, keepdim=True)
+            radius = self.match_radii[best]
+            if self.match_subpixel and len(self.match_radii) > 2:
+                mid = best.clamp(1, len(self.match_radii) - 2)
+                c0, c1, c2 = (cost.gather(1, mid + k) for k in (-1, 0, 1))
+                shift = (0.5 * (c0 - c2) / (c0 - 2 * c1 + c2).clamp_min(1e-12)).clamp(-1.0, 1.0)
+                step = self.match_radii[1] - self.match_radii[0]
+                radius = self.match_radii[mid] + shift * step
             return cost / cost.mean(1, keepdim=True), radius
 
     def forward(self, x):

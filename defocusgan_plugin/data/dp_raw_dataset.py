@@ -44,6 +44,80 @@ def centre_crop_box(frame, crop):
     return (frame[0] - crop[0]) // 2, (frame[1] - crop[1]) // 2
 
 
+def _phrase(*parts):
+    return ' '.join(p for p in parts if p)
+
+
+def raw_crop_box(frame, crop, where='', option='crop'):
+    """(top, left, height, width) of the centred ``crop`` (height, width) in a ``frame`` (height, width), the whole
+    frame when ``crop`` is None; a crop larger than the frame is an error naming both sizes, ``where`` (e.g. 'in
+    FOLDER') and the ``option``."""
+    if crop is None:
+        return 0, 0, frame[0], frame[1]
+    if crop[0] > frame[0] or crop[1] > frame[1]:
+        raise ValueError(f'Option {option} {list(crop)} (height, width) is larger than the '
+                         f'{_phrase(f"{frame[0]}x{frame[1]} frame", where)}.')
+    top, left = centre_crop_box(frame, crop)
+    return top, left, crop[0], crop[1]
+
+
+def vignetting_ratio(left_sheet, right_sheet, black_level, white_level, box, what='white sheet (option vignetting)'):
+    """The release's vignetting correction of the right view: the box average (odd side ``box``) of
+    ``white_left / white_right`` over the whole frame, the white sheets read as raw views (:func:`read_raw`).
+
+    Returns:
+        ndarray: (H, W) float32 factor of the right view.
+    """
+    sheets = [read_raw(path, black_level, white_level, what) for path in (left_sheet, right_sheet)]
+    if sheets[0].shape != sheets[1].shape:
+        raise ValueError(f'The white sheets differ in size: {sheets[0].shape[0]}x{sheets[0].shape[1]} in {left_sheet}, '
+                         f'{sheets[1].shape[0]}x{sheets[1].shape[1]} in {right_sheet}.')
+    ratio = sheets[0] / np.maximum(sheets[1], 1e-6)
+    ratio = box_mean(torch.from_numpy(ratio)[None, None], box // 2)[0, 0].numpy()
+    return ratio.astype(np.float32)
+
+
+def correct_vignetting(right, ratio, where=''):
+    """The right view (H, W) times the white-sheet ratio (:func:`vignetting_ratio`); sizes must match."""
+    if ratio.shape != right.shape:
+        raise ValueError(
+            f'The white sheets are {ratio.shape[0]}x{ratio.shape[1]} but {_phrase("the views", where)} are '
+            f'{right.shape[0]}x{right.shape[1]}.')
+    return right * ratio
+
+
+def preprocess_raw_pair(left, right, vignetting=None, crop=None, normalize='joint_max', where='', crop_option='crop'):
+    """The release's preprocessing of a raw DP pair read by :func:`read_raw` (black and white level applied): the
+    right view corrected for vignetting, the centre crop, then (``joint_max``) both views divided by their joint
+    maximum.
+
+    Args:
+        left, right (ndarray): (H, W) float32 views.
+        vignetting (ndarray | None): (H, W) ratio of :func:`vignetting_ratio`; None: no correction.
+        crop (tuple[int, int] | None): (height, width) of the centre crop; None keeps the whole frame.
+        normalize (str): 'joint_max' or 'none'.
+        where (str): Names the pair in error messages (e.g. 'of scene 001 in FOLDER').
+        crop_option (str): Names the crop option in error messages.
+
+    Returns:
+        tuple: (left, right) cropped and normalised (h, w) float32 views, the factor back to the raw units (1 for
+        'none') and the crop box (top, left, height, width).
+    """
+    if left.shape != right.shape:
+        raise ValueError(f'{_phrase("The views", where)} differ in size: {left.shape[0]}x{left.shape[1]} (left) vs '
+                         f'{right.shape[0]}x{right.shape[1]} (right).')
+    if vignetting is not None:
+        right = correct_vignetting(right, vignetting, where)
+    box = raw_crop_box(left.shape, crop, where, crop_option)
+    top, x0, h, w = box
+    left, right = left[top:top + h, x0:x0 + w], right[top:top + h, x0:x0 + w]
+    scale = 1.0
+    if normalize == 'joint_max':
+        scale = max(float(left.max()), float(right.max()), 1e-6)
+        left, right = left / scale, right / scale
+    return left, right, scale, box
+
+
 @DATASET_REGISTRY.register()
 class DPRawPixel4Dataset(data.Dataset):
     """Raw dual-pixel captures in the layout of the Pixel-4 release of Xin et al. (ICCV 2021).
@@ -116,27 +190,14 @@ class DPRawPixel4Dataset(data.Dataset):
     # ------------------------------------------------------------------ preprocessing
     def _vignetting_ratio(self):
         """Box average of ``white_left / white_right`` over the whole frame (H, W)."""
-        sheets = [
-            read_raw(
-                osp.join(self.root, 'calibration', f'white_sheet_{side}.png'), self.black, self.white,
-                'white sheet (option vignetting)') for side in ('left', 'right')
-        ]
-        if sheets[0].shape != sheets[1].shape:
-            raise ValueError(f'The white sheets in {osp.join(self.root, "calibration")} differ in size: '
-                             f'{sheets[0].shape} vs {sheets[1].shape}.')
-        ratio = sheets[0] / np.maximum(sheets[1], 1e-6)
-        ratio = box_mean(torch.from_numpy(ratio)[None, None], self.box // 2)[0, 0].numpy()
-        return ratio.astype(np.float32)
+        calib = osp.join(self.root, 'calibration')
+        return vignetting_ratio(
+            osp.join(calib, 'white_sheet_left.png'), osp.join(calib, 'white_sheet_right.png'), self.black, self.white,
+            self.box)
 
     def crop_box(self, frame):
         """(top, left, height, width) of the crop in a frame of size ``frame``; errors name both sizes."""
-        if self.crop is None:
-            return 0, 0, frame[0], frame[1]
-        if self.crop[0] > frame[0] or self.crop[1] > frame[1]:
-            raise ValueError(f'Option crop {list(self.crop)} (height, width) is larger than the {frame[0]}x{frame[1]} '
-                             f'frame in {self.root}.')
-        top, left = centre_crop_box(frame, self.crop)
-        return top, left, self.crop[0], self.crop[1]
+        return raw_crop_box(frame, self.crop, f'in {self.root}')
 
     def describe(self):
         """Crop, units and vignetting of the samples, for the metric lines of the log."""
@@ -172,25 +233,16 @@ class DPRawPixel4Dataset(data.Dataset):
         corrected for vignetting (when enabled); float32 (H, W)."""
         view = read_raw(osp.join(self.root, f'{name}_{side}.png'), self.black, self.white)
         if side == 'right' and self.vignetting is not None:
-            if self.vignetting.shape != view.shape:
-                raise ValueError(f'The white sheets are {self.vignetting.shape[0]}x{self.vignetting.shape[1]} but the '
-                                 f'views of scene {name} are {view.shape[0]}x{view.shape[1]} ({self.root}).')
-            view = view * self.vignetting
+            view = correct_vignetting(view, self.vignetting, f'of scene {name} in {self.root}')
         return view
 
     def __getitem__(self, index):
         name = self.scenes[index]
-        left, right = self.read_view(name, 'left'), self.read_view(name, 'right')
-        if left.shape != right.shape:
-            raise ValueError(f'Scene {name}: the views differ in size ({left.shape} vs {right.shape}) in {self.root}.')
+        left, right = (
+            read_raw(osp.join(self.root, f'{name}_{side}.png'), self.black, self.white) for side in ('left', 'right'))
         frame = left.shape
-        box = self.crop_box(frame)
-        top, x0, h, w = box
-        left, right = left[top:top + h, x0:x0 + w], right[top:top + h, x0:x0 + w]
-        scale = 1.0
-        if self.normalize == 'joint_max':
-            scale = max(float(left.max()), float(right.max()), 1e-6)
-            left, right = left / scale, right / scale
+        left, right, scale, box = preprocess_raw_pair(left, right, self.vignetting, self.crop, self.normalize,
+                                                      f'of scene {name} in {self.root}')
         lq_l, lq_r = (torch.from_numpy(np.ascontiguousarray(v))[None] for v in (left, right))
         out = {
             'lq_l': lq_l,

@@ -109,7 +109,8 @@ class DPDDDataset(data.Dataset):
 
     Returns (per item):
         dict with ``lq``, ``gt``, ``lq_path``, ``gt_path``, and when available ``lq_l``, ``lq_r``, ``defocus``
-        (1 x H x W, signed CoC in pixels) and, in dual mode, ``lq_c`` (the combined view).
+        (1 x H x W, signed CoC in pixels; NaN where there is no ground truth) and, in dual mode, ``lq_c`` (the
+        combined view).
     """
 
     def __init__(self, opt):
@@ -206,9 +207,11 @@ class DPDDDataset(data.Dataset):
                 raise ValueError(f'Cannot read defocus map {path}: {err}') from None
             if dmap.ndim == 2:
                 dmap = dmap[None]
-            if dmap.ndim != 3 or not np.isfinite(dmap).all():
-                raise ValueError(f'Defocus map must be a finite H x W or C x H x W array, got shape {dmap.shape}: '
-                                 f'{path}')
+            # NaN marks pixels without ground truth (holes of depth-derived maps), as DPRawPixel4Dataset's maps;
+            # the defocus-map metrics skip them. Infinities are still corrupt data.
+            if dmap.ndim != 3 or np.isinf(dmap).any():
+                raise ValueError(f'Defocus map must be an H x W or C x H x W array without infinities (NaN = no '
+                                 f'ground truth), got shape {dmap.shape}: {path}')
             return np.ascontiguousarray(dmap.transpose(1, 2, 0))
         if self.cache is not None:
             return self.cache.open(path)

@@ -7,6 +7,8 @@ fitted to the ground truth with a scale and an offset, ``gt ~ a * pred + b``, an
   reported as the weighted mean absolute error.
 * AIWE(2): weighted least-squares fit; reported as the weighted RMS error.
 * 1 - |Spearman rho|: rank correlation, invariant to any monotonic mapping.
+* the constant-map floor: AIWE(1) (or AIWE(2)) of a map without information (a constant), on the pixels the
+  prediction is scored on; a map is only informative where its AIWE is below this.
 
 Errors are in the units of the ground truth (CoC pixels for the plugin's maps); lower is better for all three. The
 functions take ``img`` (prediction) and ``img2`` (ground truth) as ndarrays or tensors of any shape with the same
@@ -18,7 +20,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from scipy.stats import rankdata
 
 # Metrics that compare defocus maps (not images): models route their inputs by these names.
-DEFOCUS_MAP_METRICS = ('calculate_aiwe1', 'calculate_aiwe2', 'calculate_spearman_error')
+DEFOCUS_MAP_METRICS = ('calculate_aiwe1', 'calculate_aiwe2', 'calculate_spearman_error', 'calculate_constant_floor')
 
 
 def _flat(x, crop_border, name):
@@ -110,3 +112,28 @@ def calculate_spearman_error(img, img2, crop_border=0, weight=None, **kwargs):
         return 1.0
     rho = np.corrcoef(rank_pred, rank_gt)[0, 1]
     return float(1.0 - abs(rho))
+
+
+@METRIC_REGISTRY.register()
+def calculate_constant_floor(img, img2, crop_border=0, weight=None, order=1, **kwargs):
+    """AIWE(``order``) of a constant map against ``img2``: the score of a map that carries no information.
+
+    The constant takes ``img``'s place on the same pixels (its non-finite ones stay excluded), so the ratio of a
+    prediction's AIWE to this floor is on equal terms; the fit makes the constant's value irrelevant.
+
+    Args:
+        img (ndarray | Tensor): Predicted defocus map (only its shape and finite pixels are used).
+        img2 (ndarray | Tensor): Ground-truth defocus map.
+        crop_border (int): Pixels ignored at each border. Default: 0.
+        weight (ndarray | Tensor | None): Per-pixel confidence (default: all 1).
+        order (int): 1 for AIWE(1) (default), 2 for AIWE(2).
+
+    Returns:
+        float: The floor, in the ground truth's units.
+    """
+    if order not in (1, 2):
+        raise ValueError(f'calculate_constant_floor: order must be 1 or 2, got {order}.')
+    constant = img * 0  # NaN / inf stay non-finite, so the same pixels are scored
+    if order == 1:
+        return calculate_aiwe1(constant, img2, crop_border, weight, **kwargs)
+    return calculate_aiwe2(constant, img2, crop_border, weight, **kwargs)

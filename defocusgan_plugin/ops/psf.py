@@ -37,22 +37,29 @@ def _normalise(kernels, eps=1e-12):
     return kernels / kernels.sum(dim=(-2, -1), keepdim=True).clamp_min(eps)
 
 
-def disk_coverage(radii, size, dtype=torch.float32, device=None):
-    """Anti-aliased disk masks (not normalised): 1 inside, 0 outside, a linear one-pixel rim.
+def disk_coverage(radii, size, dtype=torch.float32, device=None, edge=1.0):
+    """Anti-aliased disk masks (not normalised): 1 inside, 0 outside, a linear rim ``edge`` pixels wide.
 
     A radius below 0.5 px degenerates smoothly into the centre pixel (a delta after normalisation).
 
     Args:
         radii (Tensor | sequence | float): Radii in pixels, shape (N,); the sign is ignored.
         size (int): Odd kernel size.
+        edge (float): Width of the rim's linear fall-off in pixels, centred on the radius. Default: 1 (the
+            anti-aliased hard disk); wider rims model soft aperture edges.
 
     Returns:
         Tensor: (N, size, size) coverage in [0, 1].
     """
+    if edge <= 0:
+        raise ValueError(f'edge must be positive, got {edge}.')
     radii = _radii(radii, dtype, device).abs()
     x, y = centered_grid(size, dtype, device)
     rho = torch.sqrt(x * x + y * y)
-    return (radii[:, None, None] + 0.5 - rho).clamp(0.0, 1.0)
+    if edge == 1.0:  # kept as the original expression: today's kernels bit for bit
+        return (radii[:, None, None] + 0.5 - rho).clamp(0.0, 1.0)
+    # the centre pixel stays covered, so a small radius still degenerates into a delta
+    return ((radii[:, None, None] + 0.5 * edge - rho) / edge).clamp(0.0, 1.0).maximum((rho == 0).to(dtype))
 
 
 def gaussian_kernel2d(sigma, size, dtype=torch.float32, device=None):
@@ -119,6 +126,32 @@ def butterworth_disk_psf(radii, size, order=3, cutoff=2.5, beta=0.1, sigma=0.0, 
     small = _radii(radii, dtype, device).abs()[:, None, None] < 0.5  # profile has no meaning inside one pixel
     kernels = torch.where(small, cover, cover * profile)
     return _normalise(smooth_kernels(kernels, sigma, radii))
+
+
+def soft_disk_psf(radii, size, edge=2.0, sigma=0.0, dtype=torch.float32, device=None):
+    """Disk PSFs whose rim falls off linearly over ``edge`` pixels (soft aperture edges), optionally smoothed.
+
+    Returns:
+        Tensor: (N, size, size), each summing to 1.
+    """
+    return _normalise(smooth_kernels(disk_coverage(radii, size, dtype, device, edge=edge), sigma, radii))
+
+
+def apodised_disk_psf(radii, size, falloff=0.5, sigma=0.0, dtype=torch.float32, device=None):
+    """Apodised apertures: a disk whose weight falls off radially as ``1 - falloff * (rho / r)^2``.
+
+    The opposite of the Butterworth profile's bright rim: the centre is brightest (lenses with vignetting inside the
+    aperture, apodisation filters). ``falloff = 0`` is the plain disk.
+
+    Returns:
+        Tensor: (N, size, size), each summing to 1.
+    """
+    if not 0.0 <= falloff <= 1.0:
+        raise ValueError(f'falloff must lie in [0, 1], got {falloff}.')
+    x, y = centered_grid(size, dtype, device)
+    radii_t = _radii(radii, dtype, device).abs()[:, None, None]
+    profile = 1.0 - falloff * ((x * x + y * y) / (radii_t + 0.5)**2).clamp(max=1.0)
+    return _normalise(smooth_kernels(disk_coverage(radii, size, dtype, device) * profile, sigma, radii))
 
 
 def release_smoothing_window(kernel_size, smooth_factor=7.0):
@@ -221,17 +254,24 @@ def dp_psf(radii, size, profile='butterworth', ramp_width=1.0, dtype=torch.float
     Args:
         radii (Tensor | sequence | float): (N,) signed radii in pixels.
         size (int): Odd kernel size.
-        profile (str): 'butterworth' (:func:`butterworth_disk_psf`) or 'disk' (:func:`disk_psf`).
+        profile (str): 'butterworth' (:func:`butterworth_disk_psf`), 'disk' (:func:`disk_psf`), 'soft_disk'
+            (:func:`soft_disk_psf`) or 'apodised' (:func:`apodised_disk_psf`).
         ramp_width (float): See :func:`dp_ramp`.
-        **profile_kwargs: Passed to the profile builder (order, cutoff, beta, sigma).
+        **profile_kwargs: Passed to the profile builder (order, cutoff, beta, sigma; edge; falloff).
 
     Returns:
         Tensor: (2, N, size, size) left/right kernels, each summing to 1.
     """
-    if profile == 'butterworth':
-        full = butterworth_disk_psf(radii, size, dtype=dtype, device=device, **profile_kwargs)
-    elif profile == 'disk':
-        full = disk_psf(radii, size, dtype=dtype, device=device, **profile_kwargs)
-    else:
-        raise ValueError(f"Unknown PSF profile '{profile}'; use 'butterworth' or 'disk'.")
+    if profile not in PSF_PROFILES:
+        raise ValueError(f"Unknown PSF profile '{profile}'; use one of {sorted(PSF_PROFILES)}.")
+    full = PSF_PROFILES[profile](radii, size, dtype=dtype, device=device, **profile_kwargs)
     return dp_split(full, radii, ramp_width)
+
+
+# Full-aperture profiles by name (the DP halves are cut from them by dp_split).
+PSF_PROFILES = {
+    'butterworth': butterworth_disk_psf,
+    'disk': disk_psf,
+    'soft_disk': soft_disk_psf,
+    'apodised': apodised_disk_psf
+}
