@@ -28,6 +28,7 @@ import argparse
 import math
 import numpy as np
 import os
+import sys
 import time
 import torch
 
@@ -211,6 +212,28 @@ FAST_SCHEDULES = {
 
 
 # ---------------------------------------------------------------------- Pixel-4 layout
+def fake_set(args):
+    """The folder of the fake set that ``--fake H W`` asks for, written on first use (same options: same folder)."""
+    import json
+
+    from defocusgan_plugin.data.fake_pixel4 import write_fake_pixel4
+    height, width = args.fake
+    name = (f'{"mismatch" if args.mismatch else "calibration"}_{height}x{width}_s{args.max_scale:g}_n{args.scenes}_'
+            f'seed{args.seed}')
+    root = os.path.join(args.fake_root, name)
+    if not os.path.isfile(os.path.join(root, 'fake_set.json')):
+        start = time.perf_counter()
+        write_fake_pixel4(
+            root,
+            args.scenes, (height, width),
+            args.seed,
+            mismatch=True if args.mismatch else None,
+            max_scale=args.max_scale)
+        print(f'Wrote the fake set {root} in {time.perf_counter() - start:.0f} s.')
+    with open(os.path.join(root, 'fake_set.json')) as f:
+        return root, json.load(f)
+
+
 def pixel4_inputs(args):
     """Dataset, calibrated bank and crop of a folder in the release layout."""
     import cv2
@@ -234,15 +257,34 @@ def pixel4_inputs(args):
 
 
 def run_pixel4(args, device):
+    import json
+    import platform
+    info = None
+    if args.fake:
+        args.data, info = fake_set(args)
     dataset, bank, crop = pixel4_inputs(args)
-    max_radius = args.max_radius if args.max_radius else 1.9 * float(bank.radii[0])
+    max_radius = args.max_radius if args.max_radius else args.radius_factor * float(bank.radii[0])
     scenes = range(min(args.images, len(dataset)))
-    print(f'{len(scenes)} scene(s) of {args.data}, crop {crop[0]}x{crop[1]}, {bank.describe()}, max_radius '
-          f'{max_radius:.1f} px, {device_name(device)}\n')
-    print('| preset | scene | iterations | seconds | input PSNR | AiF PSNR | gain (dB) | AIWE(1) floor | AIWE(1) | '
-          'below floor |')
-    print('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
-    rows = {}
+    lines = []
+
+    def emit(line=''):
+        print(line, flush=True)
+        lines.append(line)
+
+    what = 'FAKE set' if info else 'set'
+    if info:
+        mismatch = info['mismatch']
+        what += (f' rendered with mismatched PSFs (scale error {mismatch["scale_error"]:g} per cell, shape change '
+                 f'{mismatch["shape_change"]:g}, soft edges {mismatch["soft_edge"]:g}, {mismatch["subgrid"]}x finer '
+                 f'grid)' if mismatch else ' rendered with its own calibration')
+        what += f', noise {info["noise"][0]:g} / {info["noise"][1]:g}, scales up to {info["max_scale"]:g}'
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    emit(f'{len(scenes)} scene(s) of the {what} {args.data}, crop {crop[0]}x{crop[1]}, {bank.describe()}, '
+         f'max_radius {max_radius:.1f} px, {device_name(device)}, load average {load:.2f} at the start\n')
+    emit('| preset | scene | iterations | seconds | input PSNR | AiF PSNR | gain (dB) | AIWE(1) floor | AIWE(1) | '
+         'below floor |')
+    emit('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+    rows, records = {}, []
     checkpoints = {100, 300, 1000, 3000, 10000}
     for preset in args.presets:
         overrides = {'levels': [{'scale': 1.0, 'iters': args.release_iters}]} if preset == 'release' else {}
@@ -277,23 +319,63 @@ def run_pixel4(args, device):
 
             def add_row(label, index, iters, seconds, base, aif_psnr, floor, aiwe):
                 rows.setdefault(label, []).append((iters, seconds, base, aif_psnr, floor, aiwe))
-                print(
-                    f'| {label} | {index + 1:03d} | {iters} | {seconds:.0f} | {base:.2f} | {aif_psnr:.2f} | '
-                    f'{aif_psnr - base:+.2f} | {floor:.4f} | {aiwe:.4f} | {100 * (1 - aiwe / floor):.0f} % |',
-                    flush=True)
+                records.append(
+                    dict(
+                        label=label,
+                        scene=f'{index + 1:03d}',
+                        iterations=int(iters),
+                        seconds=round(seconds, 2),
+                        input_psnr=round(base, 4),
+                        aif_psnr=round(aif_psnr, 4),
+                        aiwe1_floor=round(floor, 5),
+                        aiwe1=round(aiwe, 5)))
+                emit(f'| {label} | {index + 1:03d} | {iters} | {seconds:.0f} | {base:.2f} | {aif_psnr:.2f} | '
+                     f'{aif_psnr - base:+.2f} | {floor:.4f} | {aiwe:.4f} | {100 * (1 - aiwe / floor):.0f} % |')
 
             out = solver(left, right, callback=record)
             sync(device)
             add_row(preset, index, sum(out['iters']), out['seconds'], base,
                     psnr(out['aif'][0, 0].cpu().numpy() * scale, gt), floor,
                     calculate_aiwe1(out['defocus'][0, 0].cpu().numpy(), gt_map))
-    print('\nMean over the scenes:\n')
-    print('| preset | iterations | seconds / scene | AiF PSNR gain (dB) | AIWE(1) | floor | below floor |')
-    print('| --- | --- | --- | --- | --- | --- | --- |')
+    emit('\nMean over the scenes (worst scene in brackets):\n')
+    emit('| preset | iterations | seconds / scene | AiF PSNR gain (dB) | AIWE(1) | floor | below floor |')
+    emit('| --- | --- | --- | --- | --- | --- | --- |')
+    means = {}
     for label, values in rows.items():
-        v = np.asarray(values, dtype=np.float64).mean(0)
-        print(f'| {label} | {v[0]:.0f} | {v[1]:.0f} | {v[3] - v[2]:+.2f} | {v[5]:.4f} | {v[4]:.4f} | '
-              f'{100 * (1 - v[5] / v[4]):.0f} % |')
+        v = np.asarray(values, dtype=np.float64)
+        gains, below = v[:, 3] - v[:, 2], 1 - v[:, 5] / v[:, 4]
+        m = v.mean(0)
+        means[label] = dict(
+            iterations=m[0],
+            seconds=m[1],
+            gain=gains.mean(),
+            worst_gain=gains.min(),
+            aiwe1=m[5],
+            floor=m[4],
+            below_floor=1 - m[5] / m[4],
+            worst_below_floor=below.min())
+        emit(f'| {label} | {m[0]:.0f} | {m[1]:.0f} | {gains.mean():+.2f} ({gains.min():+.2f}) | {m[5]:.4f} | '
+             f'{m[4]:.4f} | {100 * means[label]["below_floor"]:.0f} % ({100 * below.min():.0f} %) |')
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        command = 'python ' + ' '.join(sys.argv)
+        with open(args.out + '.md', 'w') as f:
+            f.write(f'```bash\n{command}\n```\n\n' + '\n'.join(lines) + '\n')
+        meta = dict(
+            command=command,
+            data=args.data,
+            crop=crop,
+            fake_set=info,
+            presets=args.presets,
+            max_radius=max_radius,
+            device=device_name(device),
+            torch=torch.__version__,
+            machine=platform.processor() or platform.machine(),
+            load_average_start=load,
+            load_average_end=os.getloadavg()[0] if hasattr(os, 'getloadavg') else None)
+        with open(args.out + '.json', 'w') as f:
+            json.dump(dict(meta=meta, rows=records, means=means), f, indent=1)
+        print(f'\nWrote {args.out}.md and {args.out}.json')
 
 
 def run_profile(args, device):
@@ -310,19 +392,21 @@ def run_profile(args, device):
         max_size=kernels.shape[-1],
         trim=args.trim)
     radius = 13.0 * width / 1344
-    print(f'One iteration (loss, backward, Adam step) of the release objective, 12 layers over 0..{1.6 * radius:.1f} '
+    print(f'One iteration (loss, backward, Adam step) of the release objective, 12 layers over '
+          f'0..{args.max_scale * radius:.1f} '
           f'px, grey {width}x{height} views, 6x8 kernel grid, kernel trim {args.trim:g}, {device_name(device)}:\n')
-    print('| level (scale) | size | kernel | wall s / iteration | CPU s / iteration |')
-    print('| --- | --- | --- | --- | --- |')
+    print('| preset | level (scale) | size | kernel | wall s / iteration | CPU s / iteration |')
+    print('| --- | --- | --- | --- | --- | --- |')
     views = torch.rand(1, 2, 1, height, width, device=device) * 0.5
-    for level in PRESETS['fast']['levels']:
+    presets = [p for p in args.presets if p != 'release'] or ['fast']
+    for preset, level in ((p, level) for p in presets for level in PRESETS[p]['levels']):
         scale = level['scale']
         size = (round(height * scale), round(width * scale))
         small = torch.nn.functional.interpolate(views[0], size=size, mode='area')[None]
         bank.frame_size = size
         solver = DPJointSolver(
             bank,
-            preset='fast',
+            preset=preset,
             levels=[{
                 'scale': 1.0,
                 'iters': args.timing_iters
@@ -341,9 +425,11 @@ def run_profile(args, device):
             clock['last'] = now
 
         # radii in units of the fake calibration's reference (1.0 = its radius)
-        solver(small[:, 0], small[:, 1], radius_range=(0.0, 1.6 * scale), callback=tick)
-        ksize = bank(torch.tensor([1.6 * scale])).shape[-1]
-        print(f'| {scale:g} | {size[1]}x{size[0]} | {ksize} | {np.mean(walls):.2f} | {np.mean(cpus):.2f} |', flush=True)
+        solver(small[:, 0], small[:, 1], radius_range=(0.0, args.max_scale * scale), callback=tick)
+        ksize = bank(torch.tensor([args.max_scale * scale])).shape[-1]
+        print(
+            f'| {preset} | {scale:g} | {size[1]}x{size[0]} | {ksize} | {np.mean(walls):.2f} | {np.mean(cpus):.2f} |',
+            flush=True)
 
 
 def main():
@@ -359,7 +445,33 @@ def main():
         default=None,
         help='quality: synthetic DPDD root (datasets/synthetic_dpdd); pixel4: release-layout folder '
         '(datasets/pixel4)')
-    parser.add_argument('--presets', nargs='+', default=['fast', 'release'], help='pixel4: solver presets to run')
+    parser.add_argument(
+        '--presets', nargs='+', default=['fast', 'release'], help='pixel4, profile: solver presets to run')
+    parser.add_argument(
+        '--fake',
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=('H', 'W'),
+        help='pixel4: run on a FAKE set of this crop (data/fake_pixel4.py), written under --fake-root on first use')
+    parser.add_argument(
+        '--no-mismatch',
+        dest='mismatch',
+        action='store_false',
+        help='pixel4 --fake: render the fake set with its own calibration (default: with mismatched PSFs and '
+        'phone-level noise, as real captures)')
+    parser.add_argument(
+        '--max-scale', type=float, default=1.9, help='pixel4 --fake: largest kernel scale (1.9: layers up to ~24 px)')
+    parser.add_argument('--scenes', type=int, default=8, help='pixel4 --fake: scenes written')
+    parser.add_argument('--seed', type=int, default=0, help='pixel4 --fake: seed of the fake set')
+    parser.add_argument('--fake-root', default='datasets/fake_pixel4_bench', help='pixel4 --fake: where sets go')
+    parser.add_argument(
+        '--radius-factor',
+        type=float,
+        default=1.9,
+        help='pixel4: max_radius = this x the calibration radius unless --max-radius (1.9: 24 px for the Pixel 4, '
+        'as test_dp_joint_pixel4.yml)')
+    parser.add_argument('--out', default=None, help='pixel4: also write the table to OUT.md and the rows to OUT.json')
     parser.add_argument('--release-iters', type=int, default=10000, help='pixel4: iterations of the release preset')
     parser.add_argument(
         '--pixel4-crop',
@@ -377,7 +489,7 @@ def main():
         '--max-radius',
         type=float,
         default=None,
-        help='quality: largest |CoC| searched (default 10); pixel4: default 1.9 x calibration radius')
+        help='quality: largest |CoC| searched (default 10); pixel4: default --radius-factor x calibration radius')
     parser.add_argument('--reference-iters', type=int, default=10000, help='quality: length of the release run')
     args = parser.parse_args()
     if args.threads:
@@ -390,6 +502,8 @@ def main():
         args.data = args.data or 'datasets/synthetic_dpdd'
         args.max_radius = args.max_radius or 10.0
     elif args.mode == 'pixel4':
+        if args.fake and args.data:
+            raise SystemExit('pixel4: give --data (a folder) or --fake (a fake set to write), not both.')
         args.data = args.data or 'datasets/pixel4'
     {'speed': run_speed, 'quality': run_quality, 'pixel4': run_pixel4, 'profile': run_profile}[args.mode](args, device)
 

@@ -191,10 +191,13 @@ def test_calibration_radius_is_estimated_per_cell_and_described(tmp_path):
 
 
 def test_fast_schedule_merges_levels_whose_blur_is_too_small_to_see():
-    solver = DPJointSolver(ParametricKernelBank(**PSF), preset='fast', max_radius=24)
+    solver = DPJointSolver(ParametricKernelBank(**PSF), preset='fast_v1', max_radius=24)
     assert solver.schedule(21.0) == [{'scale': 0.5, 'iters': 40}, {'scale': 1.0, 'iters': 10}]
     assert solver.schedule(5.0) == [{'scale': 1.0, 'iters': 20}]  # 40 iterations at 1/2 cost 10 at full size
     assert solver.search_scale == 0.25  # 'auto': the largest radius searched is 6 px at that resolution
+    fast = DPJointSolver(ParametricKernelBank(**PSF), preset='fast', max_radius=24)
+    assert fast.schedule(21.0) == [{'scale': 0.5, 'iters': 40}, {'scale': 1.0, 'iters': 6}]
+    assert fast.schedule(5.0) == [{'scale': 1.0, 'iters': 16}]
     assert DPJointSolver(ParametricKernelBank(**PSF)).schedule(2.0) == [dict(level) for level in DEFAULT_LEVELS]
 
 

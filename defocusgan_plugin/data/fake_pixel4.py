@@ -16,7 +16,15 @@ a pixel is its cell's calibration kernel magnified by a scale in ``[0.1, 1.6]`` 
 Files (``out_dir``): ``NNN_left.png`` / ``NNN_right.png`` (16-bit raw, black level 1024, 14-bit white level 16383),
 ``calibration/blur_kernels_{left,right}.npy`` (48, K, K), ``calibration/white_sheet_{left,right}.png``,
 ``gt_all_in_focus_im/NNN_gt.png`` (crop size, value / 65535 = (raw - 1024) / 16383 of the noise-free sharp view) and
-``gt_defocus_map/NNN_gt.png`` (crop size, value / 65535 = scale / 2; 0 = no ground truth, near depth edges).
+``gt_defocus_map/NNN_gt.png`` (crop size, value / 65535 = scale / 2; 0 = no ground truth, near depth edges) and
+``fake_set.json`` (how the set was made: geometry, noise, mismatch and its per-cell scale errors).
+
+Calibration mismatch (``mismatch``, off by default). By default the views are rendered with exactly the kernels the
+calibration files hold (resampled by the scale, as the solver resamples them): the solver's forward model is perfect.
+A real calibration never is, so ``mismatch`` renders with other PSFs (:class:`TrueKernels`): a few percent of scale
+error per calibration cell, a radius that varies within the cells (a finer grid), a shape that changes with depth
+(the darker centre fills in and the DP split softens away from the calibrated defocus, the optics' own blur does not
+scale with the defocus), soft aperture edges, and phone-level sensor noise.
 """
 import cv2
 import math
@@ -28,14 +36,23 @@ import torch
 import torch.nn.functional as F
 
 from defocusgan_plugin.data.dp_synthesis import srgb_to_linear
-from defocusgan_plugin.ops.kernel_bank import ResampledKernelBank
+from defocusgan_plugin.ops.kernel_bank import ResampledKernelBank, resample_kernels
 from defocusgan_plugin.ops.psf import dp_psf
 from defocusgan_plugin.ops.render import (blur_layers, blur_layers_grid, exclusive_front_transmittance, tent_weights,
                                           weights_to_alphas)
 
 BLACK_LEVEL, WHITE_LEVEL = 1024, 2**14 - 1
 FULL_CROP, GRID, FULL_KERNEL = (1008, 1344), (6, 8), 61
+CUTOFF, BETA, RAMP_WIDTH = 2.5, 0.1, 1.5  # Butterworth profile and DP split of the fake calibration's kernels
 SCALE_RANGE = (0.1, 1.6)  # kernel scales relative to the calibration (the release's hand-tuned layer ranges)
+CALIBRATION_NOISE = (4e-5, 1e-3)  # (shot, read) of the default set: nearly noise-free views
+# Phone-level raw noise at full size, variance = shot * x + read^2 in white-level units: the centre of the shot-noise
+# range that Brooks et al. (CVPR 2019, "Unprocessing images") fit to real raw captures (log-uniform 1e-4 .. 1.2e-2)
+# and the read noise their fit gives for it (std ~1e-3). A smaller set bins it (variance x factor^2): it is the
+# full-size capture seen at a lower resolution, as its blur is.
+PHONE_NOISE = (1e-3, 1e-3)
+# What ``mismatch=True`` renders with (see TrueKernels; 'phone': PHONE_NOISE, binned)
+MISMATCH = dict(scale_error=0.04, shape_change=1.0, soft_edge=0.08, subgrid=2, noise='phone')
 PHOTOS = ('astronaut', 'coffee', 'rocket', 'chelsea', 'camera', 'coins', 'hubble_deep_field')
 TEXTURES = ('gravel', 'grass', 'brick')
 
@@ -63,31 +80,138 @@ def fake_geometry(crop=FULL_CROP, grid=GRID):
         factor=factor)
 
 
-def fake_calibration(geometry, ramp_width=1.5):
+def fake_calibration(geometry, ramp_width=RAMP_WIDTH):
     """Synthetic spatially varying DP kernels, one per grid cell: (2, G, K, K) left/right, each summing to 1.
 
     Radii grow from ~11.5 px at the centre to ~14 px at the corners (times the size factor); the kernels are the
     plugin's Butterworth DP kernels at a negative radius (the left kernel's mass on the left, as the released
     calibration), shifted by about one (scaled) pixel to the right.
     """
-    rows, cols = geometry['grid']
     f, size = geometry['factor'], geometry['kernel_size']
-    yy, xx = np.meshgrid((np.arange(rows) + 0.5) / rows - 0.5, (np.arange(cols) + 0.5) / cols - 0.5, indexing='ij')
-    radius = f * (11.5 + 2.5 * (4 * (xx**2 + yy**2) / 2.0))  # 11.5 at the centre .. 14 at the corners
+    radius = _model_radius(geometry['grid'], f)
     kernels = dp_psf(
         -torch.from_numpy(radius.reshape(-1)).float(),
         size,
         profile='butterworth',
         order=3,
-        cutoff=2.5,
-        beta=0.1,
-        sigma=0.5 * max(f, 0.5),
+        cutoff=CUTOFF,
+        beta=BETA,
+        sigma=_optics_sigma(f),
         ramp_width=ramp_width)
-    shift = int(round(f))
-    if shift:
-        kernels = torch.roll(kernels, shift, dims=-1)
-        kernels[..., :shift] = 0
-    return kernels / kernels.sum((-2, -1), keepdim=True)
+    return _shift_right(kernels, float(round(f)))
+
+
+def _optics_sigma(factor):
+    """Std (pixels) of the optics' own blur in the calibration's kernels."""
+    return 0.5 * max(factor, 0.5)
+
+
+def _model_radius(grid, factor):
+    """Disk radius (pixels) of the fake lens at the calibrated defocus, at the centres of a ``grid`` of cells over
+    the crop: 11.5 px (times ``factor``) at the centre .. 14 px in the corners."""
+    rows, cols = grid
+    yy, xx = np.meshgrid((np.arange(rows) + 0.5) / rows - 0.5, (np.arange(cols) + 0.5) / cols - 0.5, indexing='ij')
+    return factor * (11.5 + 2.5 * (4 * (xx**2 + yy**2) / 2.0))
+
+
+def _shift_right(kernels, shift):
+    """Kernels (..., K, K) moved ``shift`` (>= 0, fractional: linear interpolation) pixels to the right, renormalised;
+    what leaves the window is dropped."""
+    whole, frac = int(math.floor(shift)), shift - math.floor(shift)
+    out = torch.zeros_like(kernels)
+    for offset, weight in ((whole, 1.0 - frac), (whole + 1, frac)):
+        if weight > 0 and offset < kernels.shape[-1]:
+            out[..., offset:] += weight * kernels[..., :kernels.shape[-1] - offset]
+    return out / out.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+
+
+def _fit_window(kernels, size):
+    """(..., K, K) kernels zero-padded, or cut and renormalised (as the solver's bank cuts them), to ``size``."""
+    pad = (size - kernels.shape[-1]) // 2
+    if pad >= 0:
+        return F.pad(kernels, (pad, pad, pad, pad))
+    kernels = kernels[..., -pad:pad, -pad:pad]
+    return kernels / kernels.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+
+
+class TrueKernels:
+    """The fake camera's true DP kernels when they differ from its calibration (the ``mismatch`` option).
+
+    Called like a kernel bank with positive kernel scales (1 = the calibrated defocus), it gives one left/right
+    kernel pair per cell of a grid ``subgrid`` times finer than the calibration's. The solver resamples the
+    calibration kernel of a cell by the layer's scale ``s``; the true kernel of a (finer) cell at ``s`` is instead a
+    kernel built like the calibration but
+
+    * at the lens model's radius at the finer cell's centre (the calibration holds its own cell's centre: position
+      dependence), resampled by ``s (1 + e)``, ``e`` the scale error of the calibration cell, drawn once per set
+      (normal, std ``scale_error``, clipped at 2.5 std);
+    * with a shape that changes with depth, of strength ``a = shape_change``: the Butterworth profile's centre floor
+      rises and the DP split softens away from the calibrated defocus (``beta = 0.1 + 0.35 a |1 - s|``, ramp width
+      ``1.5 (1 + 0.25 a (1 - s))``), and the optics' own blur scales as ``s^(1 - a)`` (``a = 1``: it keeps its size
+      in pixels at every depth, where resampling the calibration scales it with ``s``);
+    * with soft aperture edges: a Gaussian of std ``soft_edge`` times the radius.
+
+    With every amount 0 and ``subgrid`` 1 the true kernels are the resampled calibration, at every scale.
+
+    Args:
+        geometry (dict): :func:`fake_geometry`.
+        scale_error (float): Std of the per-cell relative scale error.
+        shape_change (float): Strength ``a`` of the depth-dependent shape change (0: none).
+        soft_edge (float): Std of the aperture-edge softening, as a fraction of the radius.
+        subgrid (int): The true kernels vary on a grid this many times finer than the calibration's.
+        rng (np.random.Generator | None): Source of the scale errors (None: no error).
+    """
+
+    def __init__(self, geometry, scale_error=0.0, shape_change=0.0, soft_edge=0.0, subgrid=1, rng=None):
+        rows, cols = geometry['grid']
+        subgrid = int(subgrid)
+        if subgrid < 1 or min(scale_error, shape_change, soft_edge) < 0:
+            raise ValueError(f'Mismatch amounts must be >= 0 and subgrid >= 1, got scale_error {scale_error}, '
+                             f'shape_change {shape_change}, soft_edge {soft_edge}, subgrid {subgrid}.')
+        self.factor, self.size = geometry['factor'], geometry['kernel_size']
+        self.shape_change, self.soft_edge = float(shape_change), float(soft_edge)
+        errors = np.zeros((rows, cols))
+        if scale_error > 0 and rng is not None:
+            errors = np.clip(rng.standard_normal((rows, cols)), -2.5, 2.5) * scale_error
+        self.scale_errors = errors  # (rows, cols), relative, per calibration cell
+        self.grid = (rows * subgrid, cols * subgrid)
+        self.radius = torch.from_numpy(_model_radius(self.grid, self.factor).reshape(-1)).float()
+        self.gain = torch.from_numpy(np.kron(1.0 + errors, np.ones((subgrid, subgrid))).reshape(-1)).float()
+        self.max_size = self.size
+
+    def base(self, scale):
+        """(2, G, K, K) kernels at the calibrated defocus built with the shape of ``scale`` (before resampling)."""
+        a, f = self.shape_change, self.factor
+        sigma = math.sqrt((_optics_sigma(f) * scale**-a)**2 + (self.soft_edge * float(self.radius.mean()))**2)
+        kernels = dp_psf(
+            -self.radius,
+            self.size,
+            profile='butterworth',
+            order=3,
+            cutoff=CUTOFF,
+            beta=min(BETA + 0.35 * a * abs(1.0 - scale), 0.95),
+            sigma=sigma,
+            ramp_width=max(RAMP_WIDTH * (1.0 + 0.25 * a * (1.0 - scale)), 0.5))
+        return _shift_right(kernels, float(round(f)))
+
+    def __call__(self, scales):
+        """Kernels (G, 2, N, K, K) of positive scales (N,), G the cells of ``grid``."""
+        scales = torch.as_tensor(scales, dtype=torch.float32).reshape(-1)
+        if bool((scales <= 0).any()):
+            raise ValueError('TrueKernels renders scenes behind the focal plane only (scales > 0).')
+        out = []
+        for s in scales.tolist():
+            base = self.base(s).transpose(0, 1)  # (G, 2, K, K)
+            cells = [resample_kernels(k, s * float(g)) for k, g in zip(base, self.gain)]
+            out.append(torch.stack([_fit_window(k, self.size) for k in cells]))
+        return torch.stack(out, 2)  # (G, 2, N, K, K)
+
+    def averaged(self):
+        """One kernel set for the whole image (the mean radius, no scale error), for the frame around the crop."""
+        flat = TrueKernels.__new__(TrueKernels)
+        flat.__dict__.update(self.__dict__)
+        flat.radius, flat.gain, flat.grid = self.radius.mean().reshape(1), torch.ones(1), (1, 1)
+        return flat
 
 
 def _resize(img, size, interpolation=None):
@@ -126,16 +250,17 @@ def _textured(photo, geometry, rng, amount=0.35):
     return photo * np.clip(1.0 + amount * texture, 0.2, 2.0)
 
 
-def fake_scene(geometry, rng, objects=(3, 6)):
-    """A sharp linear grey frame (H, W) in [0, 0.8] and its kernel-scale map (H, W) in ``SCALE_RANGE``.
+def fake_scene(geometry, rng, objects=(3, 6), max_scale=SCALE_RANGE[1]):
+    """A sharp linear grey frame (H, W) in [0, 0.8] and its kernel-scale map (H, W) in ``[0.1, max_scale]``.
 
-    A textured background plane, slanted in depth, far from the focal plane, and ``objects`` (a random count in the
-    range) textured photo cut-outs (soft-edged ellipses) at random depths in front of it, the nearest close to the
-    focal plane; every surface is a photo times a fine texture, so depth edges are image edges and detail is
-    everywhere, as in a photograph. Nearer = sharper (one-sided, as the release's scenes).
+    A textured background plane, slanted in depth, far from the focal plane (scale ``max_scale - 0.3`` ..
+    ``max_scale``), and ``objects`` (a random count in the range) textured photo cut-outs (soft-edged ellipses) at
+    random depths in front of it, the nearest close to the focal plane; every surface is a photo times a fine
+    texture, so depth edges are image edges and detail is everywhere, as in a photograph. Nearer = sharper
+    (one-sided, as the release's scenes).
     """
     height, width = geometry['frame']
-    near, far = rng.uniform(0.1, 0.4), rng.uniform(1.3, SCALE_RANGE[1])
+    near, far = rng.uniform(0.1, 0.4), rng.uniform(max_scale - 0.3, max_scale)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     sharp = _textured(_grey_photo(PHOTOS[int(rng.integers(len(PHOTOS)))], (height, width)), geometry, rng)
     scale = far - 0.25 * (far - near) * (yy / height) * rng.uniform(0.0, 1.0)  # slanted plane
@@ -193,7 +318,7 @@ def _render_views(sharp, scale, bank, radius_ref, pad_mode, grid=False, step=0.0
     return views[:, 0].numpy()
 
 
-def fake_pixel4_scene(geometry, kernels, rng, noise=(4e-5, 1e-3)):
+def fake_pixel4_scene(geometry, kernels, rng, noise=CALIBRATION_NOISE, true_kernels=None, max_scale=SCALE_RANGE[1]):
     """Renders one fake scene: raw left/right frames (uint16), the GT all-in-focus crop and the GT scale map.
 
     Args:
@@ -201,19 +326,22 @@ def fake_pixel4_scene(geometry, kernels, rng, noise=(4e-5, 1e-3)):
         kernels (Tensor): (2, G, K, K) calibration (:func:`fake_calibration`).
         rng (np.random.Generator): Random source.
         noise (tuple[float, float]): (shot, read) noise of the normalised views: variance = shot * x + read^2.
+        true_kernels (TrueKernels | None): Render with these instead of the calibration (a calibration mismatch).
+        max_scale (float): Largest kernel scale of the scene (see :func:`fake_scene`).
 
     Returns:
         dict: ``left``, ``right`` (uint16 frames), ``gt`` (float crop, GT units), ``scale`` (float crop), plus the
         white-sheet model ``ratio`` and ``falloff`` (frames).
     """
     frame, (h, w), top, left = geometry['frame'], geometry['crop'], geometry['top'], geometry['left']
-    sharp, scale = fake_scene(geometry, rng)
+    sharp, scale = fake_scene(geometry, rng, max_scale=max_scale)
     ratio, falloff = white_sheet_model(frame)
     sharp = sharp * falloff
-    bank = ResampledKernelBank(kernels.transpose(0, 1)[None], [1.0], geometry['grid'], max_size=kernels.shape[-1])
+    bank = true_kernels or ResampledKernelBank(
+        kernels.transpose(0, 1)[None], [1.0], geometry['grid'], max_size=kernels.shape[-1])
     # the frame with the cell-averaged kernels, then the calibrated crop with its true surroundings as halo
     views = _render_views(sharp, scale, bank.averaged(), 1.0, 'reflect')
-    half = kernels.shape[-1] // 2
+    half = bank.max_size // 2
     rows = slice(top - half, top + h + half)
     cols = slice(left - half, left + w + half)
     views[:, top:top + h, left:left + w] = _render_views(
@@ -235,7 +363,26 @@ def white_sheet_model(frame):
     return ratio.astype(np.float32), falloff.astype(np.float32)
 
 
-def write_fake_pixel4(out_dir, num_scenes=3, crop=FULL_CROP, seed=0, noise=(4e-5, 1e-3)):
+def resolve_mismatch(mismatch):
+    """The mismatch amounts of a ``mismatch`` option: None/False -> None, True -> ``MISMATCH``, a dict -> ``MISMATCH``
+    updated with it (unknown keys are an error)."""
+    if not mismatch:
+        return None
+    if mismatch is True:
+        return dict(MISMATCH)
+    unknown = set(mismatch) - set(MISMATCH)
+    if unknown:
+        raise ValueError(f'Unknown mismatch option(s) {sorted(unknown)}; use {sorted(MISMATCH)}.')
+    return dict(MISMATCH, **mismatch)
+
+
+def write_fake_pixel4(out_dir,
+                      num_scenes=3,
+                      crop=FULL_CROP,
+                      seed=0,
+                      noise=None,
+                      mismatch=None,
+                      max_scale=SCALE_RANGE[1]):
     """Writes a fake set in the release's layout (see the module docstring).
 
     Args:
@@ -244,14 +391,34 @@ def write_fake_pixel4(out_dir, num_scenes=3, crop=FULL_CROP, seed=0, noise=(4e-5
         crop (tuple[int, int]): (height, width) of the calibrated centre crop; default the Pixel 4's 1008x1344 (in a
             1512x2016 frame). Must split evenly into the 6x8 grid.
         seed (int): Seed of everything random; the output is deterministic.
-        noise (tuple[float, float]): (shot, read) noise, see :func:`fake_pixel4_scene`.
+        noise (tuple[float, float] | str | None): (shot, read) noise, see :func:`fake_pixel4_scene`; 'phone':
+            ``PHONE_NOISE`` binned to the crop (variance times ``factor^2``); None: the mismatch's ``noise`` with a
+            mismatch, else ``CALIBRATION_NOISE``.
+        mismatch (bool | dict | None): Render with kernels other than the calibration's (:class:`TrueKernels`):
+            True for ``MISMATCH``, a dict to change some of its amounts (``scale_error``, ``shape_change``,
+            ``soft_edge``, ``subgrid``, ``noise``); None/False: the calibration's own kernels (default).
+        max_scale (float): Largest kernel scale of the scenes (the calibration's radius, ~12.6 px at full size,
+            times 1.6 by default; 1.9 for layers up to ~24 px).
 
     Returns:
-        dict: The geometry (:func:`fake_geometry`) and the calibration's reference radius in pixels.
+        dict: The geometry (:func:`fake_geometry`), the calibration's reference radius in pixels, the noise and the
+        mismatch (with its per-cell ``scale_errors``), as also written to ``fake_set.json``.
     """
+    import json
+
     from defocusgan_plugin.utils.img_io import atomic_write_bytes
     geometry = fake_geometry(crop)
     kernels = fake_calibration(geometry)
+    amounts = resolve_mismatch(mismatch)
+    noise = noise or (amounts['noise'] if amounts else CALIBRATION_NOISE)
+    if noise == 'phone':
+        noise = (PHONE_NOISE[0] * geometry['factor']**2, PHONE_NOISE[1] * geometry['factor'])
+    noise = tuple(float(v) for v in noise)
+    true_kernels = None
+    if amounts:
+        true_kernels = TrueKernels(geometry, amounts['scale_error'], amounts['shape_change'], amounts['soft_edge'],
+                                   amounts['subgrid'], np.random.default_rng([seed, 10**6]))
+        amounts['scale_errors'] = np.round(true_kernels.scale_errors, 5).tolist()
     calib = os.path.join(out_dir, 'calibration')
     os.makedirs(calib, exist_ok=True)
     for gt_dir in ('gt_all_in_focus_im', 'gt_defocus_map'):
@@ -273,7 +440,7 @@ def write_fake_pixel4(out_dir, num_scenes=3, crop=FULL_CROP, seed=0, noise=(4e-5
             os.path.join(calib, f'white_sheet_{side}.png'),
             np.clip(np.round(BLACK_LEVEL + sheet * WHITE_LEVEL), 0, WHITE_LEVEL).astype(np.uint16))
     for i in range(num_scenes):
-        scene = fake_pixel4_scene(geometry, kernels, np.random.default_rng([seed, i]), noise)
+        scene = fake_pixel4_scene(geometry, kernels, np.random.default_rng([seed, i]), noise, true_kernels, max_scale)
         name = f'{i + 1:03d}'
         write(os.path.join(out_dir, f'{name}_left.png'), scene['left'])
         write(os.path.join(out_dir, f'{name}_right.png'), scene['right'])
@@ -288,7 +455,16 @@ def write_fake_pixel4(out_dir, num_scenes=3, crop=FULL_CROP, seed=0, noise=(4e-5
             os.path.join(calib, 'blur_kernels_left.npy'),
             os.path.join(calib, 'blur_kernels_right.npy'),
             grid=list(GRID)).radii[0])
-    return dict(geometry, radius=radius)
+    info = dict(
+        geometry,
+        radius=radius,
+        num_scenes=num_scenes,
+        seed=seed,
+        noise=list(noise),
+        mismatch=amounts,
+        max_scale=max_scale)
+    atomic_write_bytes(os.path.join(out_dir, 'fake_set.json'), json.dumps(info, indent=1).encode())
+    return info
 
 
 def defocus_ground_truth(scale, factor):

@@ -12,12 +12,16 @@ observed ones, under priors. Two objectives:
 
 Presets (``preset``): ``release`` = the release's objective and schedule (Adam 0.3 -> 0.1 log-decay, 10 000
 full-resolution iterations, uniform start); ``fast`` = the same objective, optimised coarse to fine from the DP
-cross-convolution map with early stopping; none = the ``plugin`` objective with its coarse-to-fine schedule.
+cross-convolution map (1/2 scale, then a few full-resolution steps that continue from the 1/2-scale Adam moments),
+with slower alphas and a data term that grows linearly above small errors (what an inexact calibration cannot
+explain weighs less); ``fast_v1`` = the first ``fast`` (fresh Adam per level, 10 full-resolution steps, the release's
+data term), kept for comparisons; none = the ``plugin`` objective with its coarse-to-fine schedule.
 
 Speed: all layers, both views and every cell of a spatially varying kernel grid are blurred in one FFT call
-(:func:`defocusgan_plugin.ops.render.blur_layers_grid`); coarse-to-fine levels run at reduced resolution with
-kernels scaled accordingly and stop early on a plateau; the layer range and a start come from the cross-convolution
-identity ``L * k_R = R * k_L`` (:func:`cross_defocus`).
+(:func:`defocusgan_plugin.ops.render.blur_layers_grid`; ``fast``: :func:`defocusgan_plugin.ops.mpi.
+blur_layers_tiled`, the same values with a leaner backward pass); coarse-to-fine levels run at reduced resolution
+with kernels scaled accordingly and stop early on a plateau; the layer range and a start come from the
+cross-convolution identity ``L * k_R = R * k_L`` (:func:`cross_defocus`).
 """
 import math
 import time
@@ -27,10 +31,10 @@ import torch.nn.functional as F
 from defocusgan_plugin.ops.correlation import cross_convolution_costs
 from defocusgan_plugin.ops.dp_objective import (NOISE_C, NOISE_SIGMA, RELEASE_WEIGHTS, exposure_factor, noise_bias,
                                                 release_terms)
-from defocusgan_plugin.ops.filters import bilateral_filter, fill_invalid
+from defocusgan_plugin.ops.filters import bilateral_filter, box_mean, fill_invalid
 from defocusgan_plugin.ops.mpi import (charbonnier, collision_entropy, edge_aware_tv, expected_value, layer_radii,
                                        render_mpi, sqrt_alpha_tv, visibility_weights)
-from defocusgan_plugin.ops.render import tent_weights, weights_to_alphas
+from defocusgan_plugin.ops.render import blur_layers_grid, tent_weights, weights_to_alphas
 
 DEFAULT_LEVELS = ({'scale': 0.25, 'iters': 400}, {'scale': 0.5, 'iters': 200}, {'scale': 1.0, 'iters': 100})
 DEFAULT_WEIGHTS = {'data': 1.0, 'aif_tv': 1e-2, 'alpha_tv': 2e-3, 'entropy': 2e-3}
@@ -61,7 +65,11 @@ BASE_OPTIONS = dict(
     noise=None,
     one_sided=0.0,
     include_focus=False,
-    min_level_radius=0.0)
+    min_level_radius=0.0,
+    cross_cells=False,
+    carry_adam=False,
+    data_gamma=None,
+    alpha_lr=1.0)
 # yapf: disable
 # The release's objective, its renderer padding and post-filter: shared by both presets.
 RELEASE_OBJECTIVE = dict(objective='release', lr=(0.3, 0.1), pad_mode='replicate', post_filter=RELEASE_POST_FILTER,
@@ -73,10 +81,17 @@ PRESETS = {
                     color_init='global', early_stop=None),
     # the same objective, coarse to fine from the cross-convolution map, stopping each level on a plateau
     # (levels whose blur is too small to see are merged into the next one: see min_level_radius)
-    'fast': dict(RELEASE_OBJECTIVE, levels=({'scale': 0.5, 'iters': 40}, {'scale': 1.0, 'iters': 10}),
-                 min_level_radius=4.0, init='cross', color_init='view', early_stop={'window': 10, 'rel_tol': 0.001},
-                 search_scale='auto'),
+    'fast_v1': dict(RELEASE_OBJECTIVE, levels=({'scale': 0.5, 'iters': 40}, {'scale': 1.0, 'iters': 10}),
+                    min_level_radius=4.0, init='cross', color_init='view',
+                    early_stop={'window': 10, 'rel_tol': 0.001}, search_scale='auto'),
 }
+# fast_v1 (the plugin's first fast preset) made faster and less hurt by a calibration that is not exact: a tiled blur
+# (the same values, faster steps), fewer full-resolution steps that start from the 1/2-scale level's Adam moments,
+# alphas at a tenth of the colours' learning rate (a fresh Adam moves every alpha logit by the full rate and erodes
+# the cross-convolution start), a data term linear above errors of 0.03. Measured before/after on the mismatched
+# fake set: docs/results/dp_joint_mismatch/
+PRESETS['fast'] = dict(PRESETS['fast_v1'], levels=({'scale': 0.5, 'iters': 40}, {'scale': 1.0, 'iters': 6}),
+                       blur_method='tiled', carry_adam=True, alpha_lr=0.1, data_gamma=0.03)
 # yapf: enable
 _UNSET = object()
 
@@ -91,7 +106,7 @@ def _resize(x, size):
     return out.reshape(*lead, *out.shape[-3:])
 
 
-def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=16):
+def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=16, per_cell=False):
     """Per-pixel signed radius from the DP cross-convolution identity, with a confidence mask.
 
     A fronto-parallel patch blurred by the left/right kernels ``k_L, k_R`` satisfies ``L * k_R = R * k_L``. Each
@@ -106,19 +121,26 @@ def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=
         step (float): Spacing of the tried radii, pixels.
         window (int): Side of the local averaging window (odd).
         chunk_size (int): Radii blurred per FFT call.
+        per_cell (bool): With a grid of kernels, blur each cell with its own kernels (else with their average:
+            one kernel set for the image, cheaper, but the map then inherits the calibration's variation over the
+            image, ~10 % of the radius for the Pixel 4).
 
     Returns:
         tuple[Tensor, Tensor]: (1, 1, H, W) radius map and (1, 1, H, W) bool confidence.
     """
     probe = torch.arange(-math.ceil(max_radius / step), math.ceil(max_radius / step) + 1) * step
     probe = probe[probe.abs() <= max_radius + 1e-6]
-    if getattr(bank, 'grid', (1, 1)) != (1, 1) and hasattr(bank, 'averaged'):
-        bank = bank.averaged()  # resample one kernel set, not one per cell
+    grid = tuple(getattr(bank, 'grid', (1, 1)))
+    if grid != (1, 1) and not per_cell and hasattr(bank, 'averaged'):
+        bank, grid = bank.averaged(), (1, 1)  # resample one kernel set, not one per cell
     gray_l, gray_r = left.float().mean(1, keepdim=True), right.float().mean(1, keepdim=True)
     costs, textures = [], []
     for chunk in probe.split(chunk_size):  # bounds the memory of the FFTs at full resolution
-        kernels = bank(chunk).mean(0).to(left.device, torch.float32)  # (2, m, K, K)
-        cost, texture = cross_convolution_costs(gray_l, gray_r, kernels, window)
+        kernels = bank(chunk).to(left.device, torch.float32)  # (G, 2, m, K, K)
+        if grid == (1, 1):
+            cost, texture = cross_convolution_costs(gray_l, gray_r, kernels.mean(0), window)
+        else:
+            cost, texture = _cross_costs_grid(gray_l, gray_r, kernels, grid, window)
         costs.append(cost)
         textures.append(texture)
     cost, texture = torch.cat(costs, 1), torch.cat(textures, 1)
@@ -127,6 +149,16 @@ def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=
     tex = texture.min(1, keepdim=True)[0]
     confident = (best_cost < 0.5 * cost.median(1, keepdim=True)[0]) & (tex > tex.median())
     return radius, confident
+
+
+def _cross_costs_grid(left, right, kernels, grid, window):
+    """:func:`defocusgan_plugin.ops.correlation.cross_convolution_costs` with per-cell kernels (G, 2, M, K, K)."""
+    views = torch.stack([left, right], 1)[:, :, None]  # (B, 2, 1, 1, H, W): L, R as a 1-layer, 1-channel stack
+    blurred = blur_layers_grid(views, kernels.flip(1), grid, 'auto', 'reflect')[:, :, :, 0]  # L * k_R, R * k_L
+    a, b = blurred[:, 0], blurred[:, 1]  # (B, M, H, W)
+    grad = (a[..., :, 1:] - a[..., :, :-1]).abs() + (b[..., :, 1:] - b[..., :, :-1]).abs()
+    texture = box_mean(F.pad(grad, (0, 1, 0, 0), mode='replicate'), window // 2) + 1e-4
+    return box_mean((a - b).abs(), window // 2) / texture, texture
 
 
 def estimate_radius_range(radius,
@@ -197,13 +229,16 @@ class DPJointSolver:
     Args:
         bank (callable): Kernel bank (:mod:`defocusgan_plugin.ops.kernel_bank`): signed radii (N,) in pixels at the
             working resolution -> (G, 2, N, K, K), with ``grid`` and ``frame_size`` attributes.
-        preset (str | None): 'release', 'fast' or None.
+        preset (str | None): 'release', 'fast', 'fast_v1' (the first 'fast', for comparisons) or None.
         objective (str): 'release' (the official release's terms, :func:`defocusgan_plugin.ops.dp_objective.
             release_terms`) or 'plugin' (the plugin's earlier objective).
         num_layers (int): MPI layers (paper: 12).
         colors (str): 'per_layer' (a colour per layer, as the release; required by 'release') or 'shared'.
-        levels (list[dict]): Coarse-to-fine schedule: ``scale`` (of the input resolution) and ``iters`` per level.
-            The result is always returned at full resolution.
+        levels (list[dict]): Coarse-to-fine schedule: ``scale`` (of the input resolution) and ``iters`` per level,
+            optionally ``lr`` (the level's own ``[start, end]``) and ``alpha_lr`` (the level's own, see below; 0
+            freezes the alphas for the level: with the 'release' objective their blur, transmittance and priors are
+            then computed once, and a step costs about a third less). The result is always returned at full
+            resolution.
         lr (list[float]): Adam learning rate at the start and end of each level, decayed log-linearly.
         weights (dict): Loss weights; 'release': ``data``, ``aux_data``, ``aif_tv``, ``alpha_tv``, ``entropy`` as
             the release writes them (defaults: 2.5e4, 2.5e4, 30, 7.5e4, 20; the release tunes ``alpha_tv`` within
@@ -223,7 +258,8 @@ class DPJointSolver:
         color_init (str): Start of the layer colours: 'view' (the mean of the two views, per pixel) or 'global'
             (their global mean, as the release).
         amp (bool): bfloat16 autocast of the 'plugin' objective's rendering (the small-kernel ``conv2d`` path).
-        blur_method (str): 'auto', 'fft' or 'conv' (see :func:`defocusgan_plugin.ops.render.blur_layers`).
+        blur_method (str): 'auto', 'fft' or 'conv' (see :func:`defocusgan_plugin.ops.render.blur_layers`), or
+            'tiled' (:func:`defocusgan_plugin.ops.mpi.blur_layers_tiled`: the FFT result, about twice as fast on a CPU).
         pad_mode (str): Padding of the MPI at the image border for rendering: 'reflect' or 'replicate' (release).
         post_filter (dict | None): Bilateral filter of the exposure-normalised all-in-focus image
             (:func:`defocusgan_plugin.ops.filters.bilateral_filter` options ``sigma_s``, ``sigma_v``,
@@ -236,6 +272,17 @@ class DPJointSolver:
         min_level_radius (float): A level whose largest layer radius (pixels at its resolution) is below this is
             skipped and its iterations go to the next level at equal pixel cost (``iters * scale^2``): coarse levels
             help only while the blur is still visible there (0: every level runs).
+        cross_cells (bool): The cross-convolution search (range and 'cross' start) blurs each cell of a kernel grid
+            with its own kernels (:func:`cross_defocus` ``per_cell``); False: with the cells' average (the map then
+            carries the calibration's variation over the image).
+        carry_adam (bool): Each level starts from the previous level's Adam moments (resized) instead of a fresh
+            optimiser, whose first steps move every logit by the full learning rate.
+        data_gamma (float | None): 'release' objective: error scale (views' units) above which the data and auxiliary
+            terms grow linearly instead of quadratically (:func:`defocusgan_plugin.ops.dp_objective.robust_sq`): what
+            the kernels cannot explain weighs less. None: the release's Charbonnier of ``gamma``.
+        alpha_lr (float): Learning rate of the alpha logits relative to ``lr`` (Adam moves every logit by about the
+            learning rate in its first steps, also where the views say little about the layer: a start from the
+            cross-convolution map loses part of its accuracy at lr 0.3).
     """
 
     def __init__(self,
@@ -262,7 +309,11 @@ class DPJointSolver:
                  noise=_UNSET,
                  one_sided=_UNSET,
                  include_focus=_UNSET,
-                 min_level_radius=_UNSET):
+                 min_level_radius=_UNSET,
+                 cross_cells=_UNSET,
+                 carry_adam=_UNSET,
+                 data_gamma=_UNSET,
+                 alpha_lr=_UNSET):
         given = {k: v for k, v in locals().items() if k not in ('self', 'bank', 'preset') and v is not _UNSET}
         if preset is not None and preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)} or None, got {preset!r}.")
@@ -282,6 +333,8 @@ class DPJointSolver:
             raise ValueError(f"init must be 'cross' or 'uniform', got {opt['init']!r}.")
         if opt['color_init'] not in ('view', 'global'):
             raise ValueError(f"color_init must be 'view' or 'global', got {opt['color_init']!r}.")
+        if opt['blur_method'] not in ('auto', 'fft', 'conv', 'tiled'):
+            raise ValueError(f"blur_method must be 'auto', 'fft', 'conv' or 'tiled', got {opt['blur_method']!r}.")
         if opt['pad_mode'] not in ('reflect', 'replicate'):
             raise ValueError(f"pad_mode must be 'reflect' or 'replicate', got {opt['pad_mode']!r}.")
         if float(opt['max_radius']) <= 0:
@@ -290,8 +343,12 @@ class DPJointSolver:
         if not self.levels:
             raise ValueError('levels must hold at least one {scale, iters} level.')
         for level in self.levels:
-            if set(level) != {'scale', 'iters'} or not 0 < float(level['scale']) <= 1 or int(level['iters']) < 0:
-                raise ValueError(f'Each level needs scale in (0, 1] and iters >= 0 (and nothing else), got {level}.')
+            level_lr = level.get('lr', opt['lr'])
+            if (not {'scale', 'iters'} <= set(level) <= {'scale', 'iters', 'lr', 'alpha_lr'}
+                    or not 0 < float(level['scale']) <= 1 or int(level['iters']) < 0 or len(level_lr) != 2
+                    or min(level_lr) <= 0 or float(level.get('alpha_lr', 1.0)) < 0):
+                raise ValueError(f'Each level needs scale in (0, 1] and iters >= 0, and may set lr [start, end] '
+                                 f'(both positive) and alpha_lr (>= 0), got {level}.')
         defaults = RELEASE_WEIGHTS if self.objective == 'release' else DEFAULT_WEIGHTS
         unknown = set(opt['weights'] or {}) - set(defaults)
         if unknown:
@@ -326,6 +383,13 @@ class DPJointSolver:
         self.post_filter = None if post is None else dict(RELEASE_POST_FILTER, **post)
         self.noise = None if noise is None else {'sigma': NOISE_SIGMA, 'c': NOISE_C, **noise}
         self.one_sided, self.include_focus = float(opt['one_sided']), bool(opt['include_focus'])
+        self.cross_cells, self.carry_adam = bool(opt['cross_cells']), bool(opt['carry_adam'])
+        self.data_gamma = None if opt['data_gamma'] is None else float(opt['data_gamma'])
+        self.alpha_lr = float(opt['alpha_lr'])
+        if self.alpha_lr <= 0:
+            raise ValueError(f"alpha_lr must be positive, got {opt['alpha_lr']}.")
+        if self.data_gamma is not None and (self.data_gamma <= 0 or self.objective != 'release'):
+            raise ValueError(f"data_gamma must be positive and needs objective 'release', got {opt['data_gamma']}.")
 
     def describe(self):
         """One line for the log: preset, objective, levels and start."""
@@ -365,7 +429,7 @@ class DPJointSolver:
         return colors, alphas
 
     # ------------------------------------------------------------------ loss
-    def losses(self, colors, alphas, views, kernels, guide=None, bias=None, cache=None):
+    def losses(self, colors, alphas, views, kernels, guide=None, bias=None, cache=None, static_alphas=False):
         """Loss terms of a scene and its rendered views.
 
         Args:
@@ -377,6 +441,8 @@ class DPJointSolver:
                 combined view); default the mean of the views.
             bias (Tensor | None): (N,) noise bias of the 'release' objective; default none.
             cache (dict | None): Kernel spectra kept between the iterations of a level.
+            static_alphas (bool): 'release': the alphas are frozen for the level (see
+                :func:`defocusgan_plugin.ops.mpi.render_mpi`; needs ``cache``).
 
         Returns:
             tuple[dict[str, Tensor], Tensor]: The terms ('release': weighted ``data``, ``aux_data``, ``aif_tv``,
@@ -394,9 +460,12 @@ class DPJointSolver:
                 self.pad_mode,
                 normalize=False,
                 details=True,
-                cache=cache)
+                cache=cache,
+                static_alphas=static_alphas)
             bias = torch.zeros(alphas.shape[1]) if bias is None else bias
-            return release_terms(colors, alphas, rendering, views, bias, self.weights, self.gamma), rendering['views']
+            terms = release_terms(colors, alphas, rendering, views, bias, self.weights, self.gamma, self.data_gamma,
+                                  static_alphas)
+            return terms, rendering['views']
         with torch.autocast(views.device.type, dtype=torch.bfloat16, enabled=self.amp):
             rendered = render_mpi(colors, alphas, kernels, grid, self.blur_method, self.pad_mode, cache=cache)
         rendered = rendered.float()
@@ -455,7 +524,12 @@ class DPJointSolver:
             small = _resize(views_full, (max(1, round(height * scale)), max(1, round(width * scale))))
             # radii tried every 0.5 full-resolution pixel, whatever the search resolution
             radius, confident = cross_defocus(
-                small[:, 0], small[:, 1], self.bank, self.max_radius * scale, step=0.5 * scale)
+                small[:, 0],
+                small[:, 1],
+                self.bank,
+                self.max_radius * scale,
+                step=0.5 * scale,
+                per_cell=self.cross_cells)
             radius = radius / scale
             if radius_range is None:
                 radius_range = estimate_radius_range(
@@ -464,7 +538,7 @@ class DPJointSolver:
                 init_defocus = fill_unconfident(radius, confident)
         radii = layer_radii(radius_range[0], radius_range[1], self.num_layers)
         mean = float(views_full.mean())
-        params, iters, total = None, [], float('nan')
+        params, iters, total, optimizer = None, [], float('nan'), None
         for level_idx, level in enumerate(self.schedule(max(abs(float(r)) for r in radius_range))):
             scale = float(level['scale'])
             size = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -475,11 +549,22 @@ class DPJointSolver:
             bias = None
             if self.objective == 'release' and self.noise is not None:
                 bias = noise_bias(kernels, mean, **self.noise) * (size[1] / width)**2
-            params = self.init_params(views, radii, init_defocus) if params is None else self._upsample(params, size)
+            if params is None:
+                params = self.init_params(views, radii, init_defocus)
+            else:
+                previous, params = params, self._upsample(params, size)
+            warm = self._carried_state(optimizer, previous, params) if optimizer and self.carry_adam else None
             report = None if callback is None else (lambda it, terms, level=level_idx: callback(
                 dict(level=level, iteration=it, params=params, terms=terms, radii=radii)))
             context = dict(views=views, kernels=kernels, guide=views.mean(1), bias=bias, cache={})
-            ran, total = self._optimise(params, context, int(level['iters']), report)
+            ran, total, optimizer = self._optimise(
+                params,
+                context,
+                int(level['iters']),
+                report,
+                lr=level.get('lr'),
+                warm=warm,
+                alpha_lr=level.get('alpha_lr'))
             iters.append(ran)
         if tuple(params[1].shape[-2:]) != (height, width):
             params = self._upsample(params, (height, width))
@@ -506,7 +591,7 @@ class DPJointSolver:
             if not last and max_radius * scale < self.min_level_radius:
                 carried += iters * scale**2
                 continue
-            levels.append({'scale': scale, 'iters': iters + int(round(carried / scale**2))})
+            levels.append(dict(level, scale=scale, iters=iters + int(round(carried / scale**2))))
             carried = 0.0
         return levels
 
@@ -530,20 +615,50 @@ class DPJointSolver:
     def _upsample(params, size):
         return [_resize(p.detach(), size).requires_grad_() for p in params]
 
-    def _optimise(self, params, context, iters, report):
-        """Adam on ``params`` in place for at most ``iters`` steps; returns (steps run, last total loss)."""
-        optimizer = torch.optim.Adam(params, lr=self.lr[0])
-        decay = math.log(self.lr[1] / self.lr[0])
+    @staticmethod
+    def _carried_state(optimizer, previous, params):
+        """Adam's moments of the previous level's parameters, resized to the next level's: its first steps then scale
+        with the gradients' history instead of moving every logit by the full learning rate. Gradients of a mean
+        over pixels shrink with the pixel count, so the moments are rescaled by the ratio of the counts."""
+        warm = []
+        for old, new in zip(previous, params):
+            state = optimizer.state.get(old)
+            if not state:
+                return None
+            ratio = old[0, ..., 0, :, :].numel() / new[0, ..., 0, :, :].numel()
+            warm.append({
+                'step': state['step'].clone(),
+                'exp_avg': _resize(state['exp_avg'], new.shape[-2:]) * ratio,
+                'exp_avg_sq': _resize(state['exp_avg_sq'], new.shape[-2:]).clamp_min(0.0) * ratio**2
+            })
+        return warm
+
+    def _optimise(self, params, context, iters, report, lr=None, warm=None, alpha_lr=None):
+        """Adam on ``params`` in place for at most ``iters`` steps from ``lr`` (default the solver's) and the Adam
+        state ``warm`` (one dict per parameter, or None), the alphas at ``alpha_lr`` times the rate (default the
+        solver's; 0 freezes them: a cheaper step); returns (steps run, last total loss, the optimiser)."""
+        lr = self.lr if lr is None else (float(lr[0]), float(lr[1]))
+        alpha_lr = self.alpha_lr if alpha_lr is None else float(alpha_lr)
+        factors = [1.0] + [alpha_lr] * (len(params) - 1)  # colours, then alphas
+        if alpha_lr == 0 and self.objective == 'release':
+            params[1].requires_grad_(False)
+            context = dict(context, static_alphas=True)
+        optimizer = torch.optim.Adam([{'params': [p], 'factor': f} for p, f in zip(params, factors) if f > 0], lr=lr[0])
+        for p, state in zip(params, warm or []):
+            if p.requires_grad:
+                optimizer.state[p].update(state)
+        decay = math.log(lr[1] / lr[0])
         smooth, history, total = None, [], float('nan')
         for it in range(iters):
             for group in optimizer.param_groups:
-                group['lr'] = self.lr[0] * math.exp(decay * it / max(iters - 1, 1))
+                group['lr'] = group['factor'] * lr[0] * math.exp(decay * it / max(iters - 1, 1))
             optimizer.zero_grad(set_to_none=True)
             terms, _ = self.losses(*self.scene(params), **context)
             loss = self.total(terms)
             loss.backward()
             for p in params:  # as the release: a non-finite gradient entry is dropped, not propagated
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
             optimizer.step()
             total = float(loss.detach())
             if report is not None:
@@ -556,5 +671,5 @@ class DPJointSolver:
             if len(history) > window:
                 before = history[-1 - window]
                 if before - smooth < self.early_stop['rel_tol'] * abs(before):
-                    return it + 1, total
-        return iters, total
+                    return it + 1, total, optimizer
+        return iters, total, optimizer

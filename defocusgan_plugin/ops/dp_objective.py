@@ -108,7 +108,24 @@ def noise_bias(kernels, mean_intensity, sigma=NOISE_SIGMA, c=NOISE_C):
     return (float(mean_intensity) / 0.5 * 2.0 * sigma**2 * ratio).to(kernels.dtype)
 
 
-def release_terms(colors, alphas, rendering, views, bias, weights=None, gamma=GAMMA):
+def robust_sq(x2, gamma=GAMMA, scale=None):
+    """:func:`charbonnier_sq` at ``scale`` rescaled by ``(scale / gamma)^2``: the same as at ``gamma`` for errors well
+    below ``scale`` (``~ x2 / (2 gamma^2)``), linear in the error above it, where the Charbonnier of ``gamma`` is
+    still quadratic (``scale`` None or ``>= gamma``: the Charbonnier of ``gamma``)."""
+    if scale is None or scale >= gamma:
+        return charbonnier_sq(x2, gamma)
+    return (scale / gamma)**2 * charbonnier_sq(x2, scale)
+
+
+def release_terms(colors,
+                  alphas,
+                  rendering,
+                  views,
+                  bias,
+                  weights=None,
+                  gamma=GAMMA,
+                  data_gamma=None,
+                  static_alphas=False):
     """Weighted terms of the release's objective (see the module docstring).
 
     Args:
@@ -121,6 +138,10 @@ def release_terms(colors, alphas, rendering, views, bias, weights=None, gamma=GA
         weights (dict | None): Weights ``data``, ``aux_data``, ``aif_tv``, ``alpha_tv``, ``entropy`` as the
             release states them (``alpha_tv`` is scaled by ``(L / 12)^2`` and ``entropy`` divided by ``log L`` here).
         gamma (float): Charbonnier scale.
+        data_gamma (float | None): Error scale above which the data and auxiliary terms grow linearly
+            (:func:`robust_sq`; release: None, the Charbonnier of ``gamma``, quadratic at the views' error scale).
+        static_alphas (bool): The alphas are constants (not optimised): the alpha smoothness and entropy terms are
+            evaluated without gradient.
 
     Returns:
         dict[str, Tensor]: ``data``, ``aux_data``, ``aif_tv``, ``alpha_tv``, ``entropy`` (weighted scalars).
@@ -131,9 +152,9 @@ def release_terms(colors, alphas, rendering, views, bias, weights=None, gamma=GA
     bias = bias.to(views).view(1, 1, -1, 1, 1, 1)
     blurred_t = rendering['weights']  # (1, V, L, 1, H, W)
     residual = (rendering['views'] - views)**2 - (blurred_t * bias).sum(2)
-    data = w['data'] * eps * charbonnier_sq(residual, gamma).mean()
+    data = w['data'] * eps * robust_sq(residual, gamma, data_gamma).mean()
     aux = (rendering['layer_colors'] - views.unsqueeze(2))**2 - bias
-    aux = w['aux_data'] * eps * (num * blurred_t.detach() * charbonnier_sq(aux, gamma)).mean()
+    aux = w['aux_data'] * eps * (num * blurred_t.detach() * robust_sq(aux, gamma, data_gamma)).mean()
 
     trans = visibility(alphas)  # (1, L, 1, H, W)
     aif = (trans * colors).sum(1)  # (1, C, H, W)
@@ -141,11 +162,12 @@ def release_terms(colors, alphas, rendering, views, bias, weights=None, gamma=GA
     tv_layers = (num * trans.detach()[:, :, 0] * local_variance_tv((eps * colors).mean(2), gamma)).mean(1)
     aif_tv = w['aif_tv'] * (edge_aware(tv_aif) + edge_aware(tv_layers))
 
-    smooth = (local_variance_tv(torch.sqrt(alphas[:, :, 0]), gamma) +
-              local_variance_tv(torch.sqrt(trans[:, :, 0]), gamma))  # (1, L, H, W)
-    keep = 1.0 - edge_mask(tv_aif.detach())[:, None]
-    alpha_tv = w['alpha_tv'] * (num / 12.0)**2 * ((smooth * keep).mean() + smooth.mean())
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not static_alphas):
+        smooth = (local_variance_tv(torch.sqrt(alphas[:, :, 0]), gamma) +
+                  local_variance_tv(torch.sqrt(trans[:, :, 0]), gamma))  # (1, L, H, W)
+        keep = 1.0 - edge_mask(tv_aif.detach())[:, None]
+        alpha_tv = w['alpha_tv'] * (num / 12.0)**2 * ((smooth * keep).mean() + smooth.mean())
 
-    entropy = collision_entropy(torch.sqrt(alphas[:, 1:, 0]), 1) + collision_entropy(torch.sqrt(trans[:, :, 0]), 1)
-    entropy = w['entropy'] / math.log(num) * entropy.mean()
+        entropy = collision_entropy(torch.sqrt(alphas[:, 1:, 0]), 1) + collision_entropy(torch.sqrt(trans[:, :, 0]), 1)
+        entropy = w['entropy'] / math.log(num) * entropy.mean()
     return {'data': data, 'aux_data': aux, 'aif_tv': aif_tv, 'alpha_tv': alpha_tv, 'entropy': entropy}
