@@ -40,17 +40,22 @@ def parse_validation(log_path):
 
     The plugin's models write ``# name: value [label]``; BasicSR's own models write no label.
     """
-    metrics, inside = {}, False
     with open(log_path) as f:
-        for line in f:
-            if 'INFO: Validation ' in line:
-                metrics, inside = {}, True
-            elif inside:
-                match = METRIC_LINE.match(line)
-                if match:
-                    metrics[match.group(1)] = (float(match.group(2)), match.group(3))
-                elif line.strip():
-                    inside = False
+        return parse_validation_lines(f)
+
+
+def parse_validation_lines(lines):
+    """:func:`parse_validation` on the lines of a log (any iterable of str)."""
+    metrics, inside = {}, False
+    for line in lines:
+        if 'INFO: Validation ' in line:
+            metrics, inside = {}, True
+        elif inside:
+            match = METRIC_LINE.match(line)
+            if match:
+                metrics[match.group(1)] = (float(match.group(2)), match.group(3))
+            elif line.strip():
+                inside = False
     return metrics
 
 

@@ -318,6 +318,12 @@ def test_map_sources_gt_and_folder(tmp_path, synthetic_root):
     batch = _batch(opt)
     model.feed_data(batch)
     assert torch.equal(model.defocus_map().cpu(), batch['defocus'])
+    holed = batch['defocus'].clone()
+    holed[..., :3, :] = float('nan')  # GT maps with holes (no depth there) train as in focus, never as NaN
+    model.feed_data(dict(batch, defocus=holed))
+    model.optimize_parameters(1)
+    assert torch.isfinite(model.defocus_map()).all() and (model.defocus_map()[..., :3, :] == 0).all()
+    assert all(math.isfinite(v) for v in model.log_dict.values())
     model.feed_data({k: v for k, v in batch.items() if k != 'defocus'})
     with pytest.raises(KeyError, match="no 'defocus' key"):
         model.defocus_map()

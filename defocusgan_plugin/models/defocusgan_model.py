@@ -184,7 +184,9 @@ class DefocusGANModel(RobustBaseModel, SRGANModel):
                          'a dataset with GT maps (SyntheticDPDataset, or {split}_defocus/*.npy in the DPDD layout)')
                 raise KeyError(f"train.defocus_map.source is '{self.map_source}' but the training batch has no "
                                f"'defocus' key; use {where}.")
-            dmap = self.map_inputs['defocus'].to(self.device)
+            # NaN marks pixels without ground truth (depth-derived maps have holes): treated as in focus there,
+            # i.e. no mask guidance and no extra adversarial weight
+            dmap = torch.nan_to_num(self.map_inputs['defocus'].to(self.device), nan=0.0)
         if dmap.dim() != 4 or dmap.shape[0] != self.lq.shape[0] or dmap.shape[-2:] != self.lq.shape[-2:]:
             raise ValueError(f'Defocus map of shape {tuple(dmap.shape)} does not match the batch '
                              f'{tuple(self.lq.shape)} (source {self.map_source}).')

@@ -1,0 +1,520 @@
+"""Learning curves of the plugin's trained methods on the photo-disjoint synthetic DP set, for a wall-clock budget.
+
+    bash scripts/fetch_photos.sh
+    python scripts/make_synthetic_dpdd.py --photos datasets/photos --psf-mix all --crop 256 256 \\
+        --crops-per-photo 3 1 2 --focus-per-crop 1 1 1 --out datasets/photos_dpdd
+    python scripts/learning_curves.py --minutes 60 --out docs/results/learning_curves
+
+One recipe after another (``--recipes``; each an ``options/train/*_photos.yml``, the ablation a named override of
+one), each as a user would run it: ``python -m defocusgan_plugin.train`` in a subprocess with ``--threads`` threads.
+
+* Budget: ``--minutes`` per recipe. A short probe run times the recipe's iterations (before and after its critic
+  starts, for the GAN recipes); the iterations that fit the budget become ``total_iter`` and every iteration count
+  of the file (learning-rate milestones and periods, critic / adversarial / prior starts, guidance annealing, stage-1
+  phases) is rescaled by the same factor, so the whole schedule runs. ``--iters N`` fixes the iterations instead
+  (for a shared machine, where time is no measure).
+* Curves: validation on the photo-disjoint val split ``--points`` times; read from the BasicSR training log with
+  the log's time stamps (minutes include validation).
+* Test: the last checkpoint through ``python -m defocusgan_plugin.test`` with the recipe's ``options/test`` file.
+  Reference rows on the same splits: the blurred input, the untrained DP cue of the map network (the stage-1 target
+  is relative to it) and the model-based path that needs no training of its own beyond stage 1 (map +
+  deconvolution), and the deconvolution with the GT maps as its upper bound.
+* Health: losses finite, the NaN guard's skipped updates counted, the end of each curve compared with its best.
+
+Writes into ``--out``: ``results.json`` (everything), ``table.md`` and ``curves.png`` (validation PSNR / AIWE(1)
+against iterations and minutes, the references as horizontal lines). Work files (derived option files, logs) go to
+``--work`` (default ``experiments/learning_curves``); checkpoints to ``experiments/<recipe name>/models`` as BasicSR
+writes them, so the ``options/test/*_photos.yml`` files and ``defocusgan-deblur`` find them.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import yaml
+from os import path as osp
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(ROOT, 'scripts'))
+from demo_summary import input_scores, parse_validation, parse_validation_lines  # noqa: E402
+
+# recipe key -> option files, the curve's metric, an override and its label
+RECIPES = {
+    'defocus_map': {
+        'train': 'train_defocus_map_photos.yml',
+        'tests': ['test_defocus_map_photos.yml', 'test_defocus_deconv_photos.yml'],
+        'metric': 'aiwe1',
+        'label': 'stage 1: DefocusMapNet + learnable kernel (DP, unsupervised)',
+    },
+    'mccnet': {
+        'train': 'train_mccnet_photos.yml',
+        'tests': ['test_mccnet_photos.yml'],
+        'metric': 'psnr',
+        'label': 'MCCNet, width 16 (DP views in)',
+    },
+    'defocusgan_slim': {
+        'train': 'train_defocusgan_slim_photos.yml',
+        'tests': ['test_defocusgan_slim_photos.yml'],
+        'metric': 'psnr',
+        'label': 'DefocusGAN, slim generator (single image in)',
+    },
+    'defocusgan_slim_noguide': {
+        'train': 'train_defocusgan_slim_photos.yml',
+        'tests': ['test_defocusgan_slim_photos.yml'],
+        'metric': 'psnr',
+        'label': 'DefocusGAN slim, guidance ablation (masks off from the start)',
+        'suffix': '_noguide',
+        'override': {
+            'train.guidance.anneal_iters': 0
+        },
+    },
+    'defocusgan_release': {
+        'train': 'train_defocusgan_release_photos.yml',
+        'tests': ['test_defocusgan_release_photos.yml'],
+        'metric': 'psnr',
+        'label': 'DefocusGAN, release generator (single image in)',
+    },
+}
+# iteration-valued option keys that the budget rescales (a list value: every element)
+SCHEDULE_KEYS = ('train.total_iter', 'train.scheduler.milestones', 'train.scheduler.periods', 'train.gan_start_iter',
+                 'train.critic_start_iter', 'train.prior_start_iter', 'train.guidance.anneal_iters',
+                 'train.guidance.anneal_start_iter', 'train.phase_schedule.network_iters',
+                 'train.phase_schedule.alternate_iters')
+ITER_LINE = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO: \[.*?iter:\s*([\d,]+),.*?\](.*)$')
+STAMP = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ')
+LOSS = re.compile(r'(l_\w+): (\S+)')
+
+
+def get_key(opt, key, default=None):
+    node = opt
+    for part in key.split('.'):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_key(opt, key, value):
+    *parents, last = key.split('.')
+    node = opt
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def scale_schedule(opt, iters):
+    """Rescales every iteration count of ``opt`` (in place) to a run of ``iters`` iterations.
+
+    Returns:
+        dict[str, tuple]: option key -> (value in the file, rescaled value), for the keys the file has.
+    """
+    total = int(opt['train']['total_iter'])
+    factor = iters / total
+    mapping = {}
+    for key in SCHEDULE_KEYS:
+        value = get_key(opt, key)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            new = [max(1, int(round(v * factor))) for v in value]
+        elif key == 'train.total_iter':
+            new = iters
+        else:  # a start of 0 stays 0; anneal_iters 0 (guidance off) stays off
+            new = 0 if int(value) == 0 else max(1, int(round(value * factor)))
+        mapping[key] = (value, new)
+        set_key(opt, key, new)
+    periods = get_key(opt, 'train.scheduler.periods')
+    if periods:  # CosineAnnealingRestartLR: the periods must cover the run exactly
+        periods[-1] += iters - sum(periods)
+    return mapping
+
+
+def parse_time(stamp):
+    return datetime.datetime.strptime(stamp, '%Y-%m-%d %H:%M:%S,%f').timestamp()
+
+
+def read_train_log(path):
+    """Iteration lines, validation blocks and NaN-guard skips of a BasicSR training log.
+
+    Returns:
+        dict: ``iters`` [(iter, time, {loss: value})], ``val`` [(iter, time, {metric: value})], ``skips`` (int),
+        ``start`` (time of the first line).
+    """
+    iters, vals, skips, start, last_iter = [], [], 0, None, 0
+    with open(path) as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines):
+        stamp = STAMP.match(line)
+        if stamp and start is None:
+            start = parse_time(stamp.group(1))
+        match = ITER_LINE.match(line)
+        if match:
+            last_iter = int(match.group(2).replace(',', ''))
+            losses = {k: float(v) for k, v in LOSS.findall(match.group(3))}
+            iters.append((last_iter, parse_time(match.group(1)), losses))
+        elif 'non-finite' in line and 'update skipped' in line:
+            skips += 1
+        elif stamp and 'INFO: Validation ' in line:
+            end = next((j for j in range(i + 1, len(lines)) if STAMP.match(lines[j])), len(lines))
+            metrics = {k: v for k, (v, _) in parse_validation_lines(lines[i:end]).items()}  # this block only
+            if metrics and not (vals and vals[-1][0] == last_iter):  # BasicSR validates again after the last iter
+                vals.append((last_iter, parse_time(stamp.group(1)), metrics))
+    return {'iters': iters, 'val': vals, 'skips': skips, 'start': start}
+
+
+def newest(pattern_dir, prefix):
+    files = [osp.join(pattern_dir, f) for f in os.listdir(pattern_dir) if f.startswith(prefix) and f.endswith('.log')]
+    return max(files, key=osp.getmtime) if files else None
+
+
+def run_entry(kind, opt_path, log_path, threads, extra=(), timeout=None):
+    """``python -m defocusgan_plugin.<kind> -opt opt_path [extra]`` from the repository root; raises on failure."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=ROOT)
+    cmd = [sys.executable, '-m', f'defocusgan_plugin.{kind}', '-opt', opt_path, *extra]
+    with open(log_path, 'w') as log:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            tail = ''.join(f.readlines()[-25:])
+        raise RuntimeError(f'{" ".join(cmd)} exited with {proc.returncode}; log {log_path}:\n{tail}')
+
+
+def recipe_options(key, args):
+    """The recipe's option dict with its override, dataroot and name applied."""
+    recipe = RECIPES[key]
+    with open(osp.join(ROOT, 'options', 'train', recipe['train'])) as f:
+        opt = yaml.safe_load(f)
+    for name, value in recipe.get('override', {}).items():
+        set_key(opt, name, value)
+    opt['name'] += recipe.get('suffix', '')
+    for dataset in opt['datasets'].values():
+        dataset['dataroot'] = osp.abspath(args.data)
+    opt['num_gpu'] = 0
+    return opt
+
+
+def write_options(opt, path):
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return path
+
+
+def probe_speed(key, args):
+    """Seconds per iteration of the recipe before and after its critic starts, from a short run's log stamps."""
+    opt = recipe_options(key, args)
+    opt['name'] = f'lc_probe_{key}'
+    n = args.probe_iters
+    has_critic = 'network_d' in opt
+    total = 2 * n if has_critic else n
+    opt['train']['total_iter'] = total
+    for k in ('train.critic_start_iter', 'train.gan_start_iter'):
+        if get_key(opt, k) is not None:
+            set_key(opt, k, n if has_critic else total)
+    if get_key(opt, 'train.scheduler.periods'):
+        set_key(opt, 'train.scheduler.periods', [total])
+    opt['val'] = None
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=10**9)
+    opt_path = write_options(opt, osp.join(args.work, f'{opt["name"]}.yml'))
+    run_entry('train', opt_path, osp.join(args.work, f'{opt["name"]}.out'), args.threads)
+    log = read_train_log(newest(osp.join(ROOT, 'experiments', opt['name']), f'train_{opt["name"]}'))
+    stamps = [t for _, t, _ in log['iters']]
+    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2]
+
+    plain = median(steps[1:n - 1])  # the first step holds warm-up
+    critic = median(steps[n:]) if has_critic else plain
+    return plain, critic
+
+
+def plan_iterations(key, args):
+    """Iterations that fit ``args.minutes`` (or ``args.iters``), with the probe's figures."""
+    if args.iters:
+        return args.iters, {}
+    plain, critic = probe_speed(key, args)
+    opt = recipe_options(key, args)
+    total = int(opt['train']['total_iter'])
+    start = min(
+        v for v in (get_key(opt, 'train.critic_start_iter'), get_key(opt, 'train.gan_start_iter'), total)
+        if v is not None)
+    frac = start / total if 'network_d' in opt else 1.0
+    per_iter = frac * plain + (1 - frac) * critic
+    iters = int(args.minutes * 60 * (1 - args.val_share) / per_iter)
+    return max(iters, args.points), {'s_per_iter': plain, 's_per_iter_critic': critic, 'planned_s_per_iter': per_iter}
+
+
+def train_recipe(key, args):
+    """Trains one recipe for its budget; returns its curve, health and test figures."""
+    iters, probe = plan_iterations(key, args)
+    opt = recipe_options(key, args)
+    mapping = scale_schedule(opt, iters)
+    val_freq = 5 * max(1, iters // (5 * args.points))
+    opt['val']['val_freq'] = val_freq
+    # an iteration line just before every validation dates it; the checkpoint is written at the end
+    opt['logger'].update(print_freq=val_freq // 5, save_checkpoint_freq=iters)
+    name = opt['name']
+    opt_path = write_options(opt, osp.join(args.work, f'{name}.yml'))
+    print(f'[curves] {key}: {iters} iterations ({probe or "fixed"}), validation every {val_freq}', flush=True)
+    begin = time.time()
+    run_entry('train', opt_path, osp.join(args.work, f'{name}.out'), args.threads)
+    seconds = time.time() - begin
+    result = {
+        'key': key,
+        'name': name,
+        'label': RECIPES[key]['label'],
+        'option_file': f'options/train/{RECIPES[key]["train"]}',
+        'override': RECIPES[key].get('override', {}),
+        'metric': RECIPES[key]['metric'],
+        'iters': iters,
+        'train_minutes': seconds / 60,
+        'probe': probe,
+        'schedule': {
+            k: list(v)
+            for k, v in mapping.items()
+        },
+        'test': {},
+    }
+    read_curve(result)
+    for test_file in RECIPES[key]['tests']:
+        result['test'][test_file] = run_test(test_file, name, args)
+    return result
+
+
+def read_curve(result):
+    """Fills ``curve`` and ``health`` of a recipe's result from its newest training log."""
+    name, metric = result['name'], result['metric']
+    log = read_train_log(newest(osp.join(ROOT, 'experiments', name), f'train_{name}'))
+    curve = [{'iter': it, 'minutes': (t - log['start']) / 60, **m} for it, t, m in log['val']]
+    losses = [v for _, _, ls in log['iters'] for v in ls.values()]
+    values = [c[metric] for c in curve if metric in c]
+    best = min(values) if metric != 'psnr' else max(values)
+    result['curve'] = curve
+    result['health'] = {
+        'losses_finite': all(math.isfinite(v) for v in losses),
+        'logged_losses': len(losses),
+        'nan_guard_skips': log['skips'],
+        'skip_share': log['skips'] / result['iters'],
+        'end_minus_best': values[-1] - best,
+    }
+
+
+def run_test(test_file, train_name, args, extra=(), tag=''):
+    """Scores a recipe's checkpoint (or the options' own weights with ``extra``) with its options/test file."""
+    with open(osp.join(ROOT, 'options', 'test', test_file)) as f:
+        opt = yaml.safe_load(f)
+    base = opt['name']
+    stage1 = 'network_map' in opt
+    opt['name'] = f'lc_{base if stage1 else train_name}{tag}'
+    if stage1:
+        models = osp.join(ROOT, 'experiments', train_name, 'models')
+        opt['path']['pretrain_network_map'] = osp.join(models, 'net_map_latest.pth')
+        opt['path']['pretrain_network_kernel'] = osp.join(models, 'net_kernel_latest.pth')
+    else:
+        opt['path']['pretrain_network_g'] = osp.join(ROOT, 'experiments', train_name, 'models', 'net_g_latest.pth')
+    for dataset in opt['datasets'].values():
+        dataset['dataroot'] = osp.abspath(args.data)
+        dataset['split'] = args.split
+    opt['val']['save_img'] = False
+    opt_path = write_options(opt, osp.join(args.work, f'{opt["name"]}.yml'))
+    run_entry('test', opt_path, osp.join(args.work, f'{opt["name"]}.out'), args.threads, extra)
+    log = newest(osp.join(ROOT, 'results', opt['name']), f'test_{opt["name"]}')
+    return {name: value for name, (value, _) in parse_validation(log).items()}
+
+
+def references(args, results):
+    """Rows that need no training of their own, on the test split and the val split (the plot's lines)."""
+    refs = {}
+    for split in (args.split, 'val'):
+        scores = input_scores(osp.abspath(args.data), split)
+        refs[f'input_{split}'] = {name: value for name, (value, _) in scores.items()}
+        split_args = argparse.Namespace(**{**vars(args), 'split': split})
+        refs[f'cue_{split}'] = run_test(
+            'test_defocus_map_photos.yml',
+            'defocus_map_photos',
+            split_args,
+            extra=['--force_yml', 'path:pretrain_network_map=~', 'path:pretrain_network_kernel=~'],
+            tag=f'_untrained_{split}')
+        refs[f'deconv_gt_{split}'] = run_test(
+            'test_defocus_deconv_photos.yml',
+            'defocus_map_photos',
+            split_args,
+            extra=['--force_yml', 'deconv:map_source=gt', 'path:pretrain_network_map=~'] +
+            ([] if 'defocus_map' in results else ['path:pretrain_network_kernel=~']),
+            tag=f'_gtmap_{split}')
+        if 'defocus_map' in results:
+            refs[f'deconv_{split}'] = run_test(
+                'test_defocus_deconv_photos.yml', 'defocus_map_photos', split_args, tag=f'_learned_{split}')
+    return refs
+
+
+def write_table(args, results, refs, command):
+    split = args.split
+    inp = refs[f'input_{split}']
+    lines = [
+        f'Photo-disjoint `{split}` split of `{args.data}` ({describe_split(args.data, split)}); '
+        f'budget {args.iters and f"{args.iters} iterations" or f"{args.minutes:g} min"} per recipe unless listed, '
+        f'{args.threads} threads on {machine()}.', '', f'Command: `{command}`', '', *([
+            f'No training: the checkpoints of `{osp.relpath(args.evaluate, ROOT)}` (trained on their own data, '
+            'budgets and iterations as listed), scored on this set.', ''
+        ] if args.evaluate else []),
+        '| method | iterations | train min | PSNR (dB) | gain over input (dB) | SSIM | AIWE(1) px | '
+        'NaN-guard skips | end − best (val) |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+        f'| blurred input | | | {inp["psnr"]:.2f} | 0.00 | {inp["ssim"]:.4f} | | | |'
+    ]
+
+    def row(label, test, res=None):
+        psnr = test.get('psnr')
+        cells = [
+            label,
+            str(res['iters']) if res else '', f'{res["train_minutes"]:.1f}' if res else '',
+            f'{psnr:.2f}' if psnr is not None else '', f'{psnr - inp["psnr"]:+.2f}' if psnr is not None else '',
+            f'{test["ssim"]:.4f}' if 'ssim' in test else '', f'{test["aiwe1"]:.3f}' if 'aiwe1' in test else '',
+            f'{res["health"]["nan_guard_skips"]}' if res else '',
+            f'{res["health"]["end_minus_best"]:+.3f} {res["metric"]}' if res else ''
+        ]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+
+    cue = refs[f'cue_{split}']
+    row('untrained DP cue of DefocusMapNet (no training)', {'aiwe1': cue['aiwe1']})
+    for key, res in results.items():
+        for test_file, test in res['test'].items():
+            label = res['label'] if 'deconv' not in test_file else 'stage-1 map + Wiener deconvolution'
+            row(label, test, res)
+    if f'deconv_gt_{split}' in refs:
+        row('GT map + Wiener deconvolution (upper bound of the map path)', refs[f'deconv_gt_{split}'])
+    if 'defocus_map' in results:
+        trained = results['defocus_map']['test']['test_defocus_map_photos.yml']['aiwe1']
+        lines += [
+            '', f'Stage-1 map: AIWE(1) {trained:.3f} px against {cue["aiwe1"]:.3f} px for its untrained cue '
+            f'({100 * (1 - trained / cue["aiwe1"]):+.0f} % lower is better: positive = below the cue).'
+        ]
+    with open(osp.join(args.out, 'table.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+
+
+def describe_split(data, split):
+    path = osp.join(data, 'manifest.json')
+    if not osp.isfile(path):
+        return 'no manifest'
+    with open(path) as f:
+        manifest = json.load(f)
+    photos = [p for p in manifest.get('photos', []) if p.get('split') == split]
+    count = len(os.listdir(osp.join(data, f'{split}_c', 'target')))
+    return f'{len(photos) or "?"} photos, {count} images'
+
+
+def machine():
+    """The CPU model and core count (the figures' machine)."""
+    model = platform.processor() or platform.machine()
+    if osp.isfile('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            model = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), model)
+    return f'{model}, {os.cpu_count()} cores'
+
+
+def write_plot(args, results, refs):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    for col, axis_key in enumerate(('iter', 'minutes')):
+        ax_psnr, ax_map = axes[0, col], axes[1, col]
+        for res in results.values():
+            ax = ax_map if res['metric'] == 'aiwe1' else ax_psnr
+            xs = [c[axis_key] for c in res['curve']]
+            ys = [c[res['metric']] for c in res['curve']]
+            ax.plot(xs, ys, marker='o', ms=3, label=res['label'])
+        ax_psnr.axhline(refs['input_val']['psnr'], color='k', ls='--', lw=1, label='blurred input')
+        if 'deconv_val' in refs:
+            ax_psnr.axhline(refs['deconv_val']['psnr'], color='tab:gray', ls='-.', lw=1, label='stage-1 map + deconv.')
+        if 'deconv_gt_val' in refs:
+            ax_psnr.axhline(refs['deconv_gt_val']['psnr'], color='tab:brown', ls=':', lw=1, label='GT map + deconv.')
+        ax_map.axhline(refs['cue_val']['aiwe1'], color='k', ls='--', lw=1, label='untrained DP cue')
+        ax_psnr.set_ylabel('val PSNR (dB)')
+        ax_map.set_ylabel('val AIWE(1) (px, lower is better)')
+        for ax in (ax_psnr, ax_map):
+            ax.set_xlabel('iterations' if axis_key == 'iter' else 'minutes (wall clock, with validation)')
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    fig.suptitle(
+        f'Learning curves, photo-disjoint val split of {args.data}; {args.threads} threads on {machine()}', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(osp.join(args.out, 'curves.png'), dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data', default='datasets/photos_dpdd')
+    parser.add_argument('--out', default='docs/results/learning_curves')
+    parser.add_argument('--work', default='experiments/learning_curves')
+    parser.add_argument('--recipes', nargs='+', default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument('--minutes', type=float, default=60.0, help='training budget per recipe (wall clock)')
+    parser.add_argument(
+        '--minutes-for', nargs='+', default=[], metavar='RECIPE=MIN', help='another budget for some recipes')
+    parser.add_argument('--iters', type=int, default=0, help='fixed iterations per recipe instead of --minutes')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--points', type=int, default=12, help='validations per run')
+    parser.add_argument('--probe-iters', type=int, default=8)
+    parser.add_argument('--val-share', type=float, default=0.05, help='budget share kept for validation')
+    parser.add_argument('--split', default='test')
+    parser.add_argument('--reuse', action='store_true', help='keep recipes already in <out>/results.json')
+    parser.add_argument(
+        '--evaluate',
+        metavar='RESULTS_JSON',
+        help='train nothing: score the checkpoints of that run (and the reference rows) on --data, into --out')
+    args = parser.parse_args()
+    for key in ('out', 'work'):
+        setattr(args, key, osp.abspath(getattr(args, key)))
+        os.makedirs(getattr(args, key), exist_ok=True)
+    if not osp.isdir(osp.join(args.data, 'train_c')):
+        sys.exit(f'--data {args.data}: no DPDD layout there (make it with scripts/make_synthetic_dpdd.py --photos)')
+    command = 'python scripts/learning_curves.py ' + ' '.join(sys.argv[1:])
+    results_path = osp.join(args.out, 'results.json')
+    results = {}
+    if args.reuse and osp.isfile(results_path):
+        with open(results_path) as f:
+            results = {k: v for k, v in json.load(f)['recipes'].items() if k in args.recipes}
+        for result in results.values():  # curves read again from the logs (the reader may have changed)
+            read_curve(result)
+    budgets = {}
+    for item in args.minutes_for:
+        key, _, minutes = item.partition('=')
+        if key not in RECIPES:
+            parser.error(f'--minutes-for {item}: unknown recipe {key!r} (one of {", ".join(RECIPES)})')
+        budgets[key] = float(minutes)
+    for key in [] if args.evaluate else args.recipes:
+        if key in results:
+            continue
+        budget = argparse.Namespace(**{**vars(args), 'minutes': budgets.get(key, args.minutes)})
+        results[key] = train_recipe(key, budget)
+        results[key]['budget_minutes'] = None if args.iters else budgets.get(key, args.minutes)
+        with open(results_path, 'w') as f:  # after every recipe: an interrupted run keeps what it finished
+            json.dump({'command': command, 'recipes': results}, f, indent=2)
+    if args.evaluate:  # the trained checkpoints on another set (e.g. another PSF model): what limits them
+        with open(args.evaluate) as f:
+            results = {k: v for k, v in json.load(f)['recipes'].items() if k in args.recipes}
+        for result in results.values():
+            result['test'] = {
+                test_file: run_test(test_file, result['name'], args, tag='_eval')
+                for test_file in RECIPES[result['key']]['tests']
+            }
+    refs = references(args, results)
+    with open(results_path, 'w') as f:
+        json.dump({'command': command, 'machine': machine(), 'references': refs, 'recipes': results}, f, indent=2)
+    write_table(args, results, refs, command)
+    if not args.evaluate:  # the curves belong to the training run's val split
+        write_plot(args, results, refs)
+
+
+if __name__ == '__main__':
+    main()
