@@ -138,7 +138,7 @@ def parse_time(stamp):
     return datetime.datetime.strptime(stamp, '%Y-%m-%d %H:%M:%S,%f').timestamp()
 
 
-def read_train_log(path):
+def read_train_log(path, total_iter=None):
     """Iteration lines, validation blocks and NaN-guard skips of a BasicSR training log.
 
     Returns:
@@ -157,6 +157,8 @@ def read_train_log(path):
             last_iter = int(match.group(2).replace(',', ''))
             losses = {k: float(v) for k, v in LOSS.findall(match.group(3))}
             iters.append((last_iter, parse_time(match.group(1)), losses))
+        elif 'End of training' in line and total_iter:  # BasicSR's last validation: the final model
+            last_iter = total_iter
         elif 'non-finite' in line and 'update skipped' in line:
             skips += 1
         elif stamp and 'INFO: Validation ' in line:
@@ -290,7 +292,7 @@ def train_recipe(key, args):
 def read_curve(result):
     """Fills ``curve`` and ``health`` of a recipe's result from its newest training log."""
     name, metric = result['name'], result['metric']
-    log = read_train_log(newest(osp.join(ROOT, 'experiments', name), f'train_{name}'))
+    log = read_train_log(newest(osp.join(ROOT, 'experiments', name), f'train_{name}'), result['iters'])
     curve = [{'iter': it, 'minutes': (t - log['start']) / 60, **m} for it, t, m in log['val']]
     losses = [v for _, _, ls in log['iters'] for v in ls.values()]
     values = [c[metric] for c in curve if metric in c]
@@ -354,17 +356,17 @@ def references(args, results):
     return refs
 
 
-def write_table(args, results, refs, command):
+def write_table(args, results, refs, commands):
     split = args.split
     inp = refs[f'input_{split}']
     lines = [
         f'Photo-disjoint `{split}` split of `{args.data}` ({describe_split(args.data, split)}); '
-        f'budget {args.iters and f"{args.iters} iterations" or f"{args.minutes:g} min"} per recipe unless listed, '
-        f'{args.threads} threads on {machine()}.', '', f'Command: `{command}`', '', *([
+        f'{args.threads} threads on {machine()}.', '', 'Commands (in order):', '', *[f'    {c}' for c in commands], '',
+        *([
             f'No training: the checkpoints of `{osp.relpath(args.evaluate, ROOT)}` (trained on their own data, '
             'budgets and iterations as listed), scored on this set.', ''
         ] if args.evaluate else []),
-        '| method | iterations | train min | PSNR (dB) | gain over input (dB) | SSIM | AIWE(1) px | '
+        '| method | iterations | train min (budget) | PSNR (dB) | gain over input (dB) | SSIM | AIWE(1) px | '
         'NaN-guard skips | end − best (val) |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
         f'| blurred input | | | {inp["psnr"]:.2f} | 0.00 | {inp["ssim"]:.4f} | | | |'
     ]
@@ -373,7 +375,8 @@ def write_table(args, results, refs, command):
         psnr = test.get('psnr')
         cells = [
             label,
-            str(res['iters']) if res else '', f'{res["train_minutes"]:.1f}' if res else '',
+            str(res['iters']) if res else '',
+            f'{res["train_minutes"]:.1f} ({res.get("budget_minutes") or "-"})' if res else '',
             f'{psnr:.2f}' if psnr is not None else '', f'{psnr - inp["psnr"]:+.2f}' if psnr is not None else '',
             f'{test["ssim"]:.4f}' if 'ssim' in test else '', f'{test["aiwe1"]:.3f}' if 'aiwe1' in test else '',
             f'{res["health"]["nan_guard_skips"]}' if res else '',
@@ -439,6 +442,9 @@ def write_plot(args, results, refs):
         if 'deconv_gt_val' in refs:
             ax_psnr.axhline(refs['deconv_gt_val']['psnr'], color='tab:brown', ls=':', lw=1, label='GT map + deconv.')
         ax_map.axhline(refs['cue_val']['aiwe1'], color='k', ls='--', lw=1, label='untrained DP cue')
+        lines = [refs[k]['psnr'] for k in ('input_val', 'deconv_val', 'deconv_gt_val') if k in refs]
+        tops = [c['psnr'] for res in results.values() for c in res['curve'] if 'psnr' in c]
+        ax_psnr.set_ylim(min(lines) - 1.0, max(tops + lines) + 0.5)  # a generator far below its input starts off-axis
         ax_psnr.set_ylabel('val PSNR (dB)')
         ax_map.set_ylabel('val AIWE(1) (px, lower is better)')
         for ax in (ax_psnr, ax_map):
@@ -480,10 +486,11 @@ def main():
         sys.exit(f'--data {args.data}: no DPDD layout there (make it with scripts/make_synthetic_dpdd.py --photos)')
     command = 'python scripts/learning_curves.py ' + ' '.join(sys.argv[1:])
     results_path = osp.join(args.out, 'results.json')
-    results = {}
+    results, saved, trained = {}, {}, False
     if args.reuse and osp.isfile(results_path):
         with open(results_path) as f:
-            results = {k: v for k, v in json.load(f)['recipes'].items() if k in args.recipes}
+            saved = json.load(f)
+        results = {k: v for k, v in saved['recipes'].items() if k in args.recipes}
         for result in results.values():  # curves read again from the logs (the reader may have changed)
             read_curve(result)
     budgets = {}
@@ -496,10 +503,10 @@ def main():
         if key in results:
             continue
         budget = argparse.Namespace(**{**vars(args), 'minutes': budgets.get(key, args.minutes)})
-        results[key] = train_recipe(key, budget)
+        results[key], trained = train_recipe(key, budget), True
         results[key]['budget_minutes'] = None if args.iters else budgets.get(key, args.minutes)
         with open(results_path, 'w') as f:  # after every recipe: an interrupted run keeps what it finished
-            json.dump({'command': command, 'recipes': results}, f, indent=2)
+            json.dump({'commands': saved.get('commands', []) + [command], 'recipes': results}, f, indent=2)
     if args.evaluate:  # the trained checkpoints on another set (e.g. another PSF model): what limits them
         with open(args.evaluate) as f:
             results = {k: v for k, v in json.load(f)['recipes'].items() if k in args.recipes}
@@ -508,10 +515,15 @@ def main():
                 test_file: run_test(test_file, result['name'], args, tag='_eval')
                 for test_file in RECIPES[result['key']]['tests']
             }
-    refs = references(args, results)
+    commands = saved.get('commands', [saved['command']] if 'command' in saved else [])
+    if args.reuse and not trained and saved.get('references'):
+        refs = saved['references']  # nothing new trained: the reference rows stand (only the curves are re-read)
+    else:
+        refs = references(args, results)
+        commands.append(command)
     with open(results_path, 'w') as f:
-        json.dump({'command': command, 'machine': machine(), 'references': refs, 'recipes': results}, f, indent=2)
-    write_table(args, results, refs, command)
+        json.dump({'commands': commands, 'machine': machine(), 'references': refs, 'recipes': results}, f, indent=2)
+    write_table(args, results, refs, commands)
     if not args.evaluate:  # the curves belong to the training run's val split
         write_plot(args, results, refs)
 

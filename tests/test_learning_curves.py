@@ -89,3 +89,25 @@ def test_training_log_gives_curve_health_and_times(lc, tmp_path):
     assert log['val'][0][1] - log['start'] == pytest.approx(21.0)
     assert log['val'][0][2]['ssim'] == 0.8
     assert log['skips'] == 1
+    # the validation after 'End of training' scores the final model: at total_iter, unless that was just validated
+    assert [it for it, _, _ in lc.read_train_log(str(path), total_iter=1015)['val']] == [10, 1015]
+    assert [it for it, _, _ in lc.read_train_log(str(path), total_iter=1020)['val']] == [10, 1015, 1020]
+
+
+@pytest.mark.usefixtures('one_thread')
+@pytest.mark.parametrize('recipe', [
+    'train_defocus_map_photos.yml', 'train_mccnet_photos.yml', 'train_defocusgan_slim_photos.yml',
+    'train_defocusgan_release_photos.yml'
+])
+def test_photo_recipes_train_and_their_test_files_load_the_checkpoint(tmp_path, synthetic_root, recipe):
+    from conftest import FAST, run_test, run_train, tiny_options  # the embedded set has the photo set's layout
+    fast = dict(FAST, **{'datasets:train:gt_size': 32, 'datasets:train:dataset_enlarge_ratio': 1})
+    if 'defocus_map' in recipe:
+        fast.update({'train:phase_schedule:network_iters': 1, 'train:phase_schedule:alternate_iters': 1})
+    run_train(tiny_options(recipe, tmp_path, synthetic_root, fast), tmp_path)
+    name = _load('train', recipe)['name']
+    assert (tmp_path / 'experiments' / name / 'models').is_dir()
+    test_file = recipe.replace('train_', 'test_')
+    if 'defocus_map' not in recipe:  # strict loading of the checkpoint through the recipe's test file (raises)
+        run_test(tiny_options(test_file, tmp_path, synthetic_root, {'val:save_img': False}), tmp_path)
+        assert (tmp_path / 'results' / name).is_dir()
