@@ -38,6 +38,9 @@ from defocusgan_plugin.metrics.dpdd_metric import input_scores
 from defocusgan_plugin.models.defocusgan_model import DefocusGANModel
 from defocusgan_plugin.train import train_pipeline
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from learning_curves import scale_schedule  # noqa: E402
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 OPTIONS = osp.join(ROOT, 'options', 'train')
 SIDES = {
@@ -63,32 +66,20 @@ def load(name):
         return yaml.safe_load(f)
 
 
-def scaled_schedule(train, iters):
-    """The file's iteration-based schedule, each value scaled by ``iters / total_iter`` of the file.
+def scaled_schedule(opt, iters):
+    """Rescales the file's iteration-based schedule (in place) to ``iters`` iterations, as fractions of its run.
+
+    The starts and the annealing length that the file leaves to the model's defaults are written out first, so
+    that they scale too.
 
     Returns:
-        dict[str, tuple]: option key -> (value in the file, scaled value).
+        dict[str, tuple]: option key -> (value in the file or the model's default, scaled value).
     """
-    total = int(train['total_iter'])
-
-    def scale(value):
-        return max(0, int(round(float(value) * iters / total)))
-
-    guidance = train.get('guidance') or {}
-    gan_start = int(train.get('gan_start_iter', 0))
-    mapping = {
-        'train.gan_start_iter': (gan_start, scale(gan_start)),
-        'train.critic_start_iter': (int(train.get('critic_start_iter',
-                                                  gan_start)), scale(train.get('critic_start_iter', gan_start))),
-        'train.guidance.anneal_iters': (int(guidance.get('anneal_iters',
-                                                         20000)), max(1, scale(guidance.get('anneal_iters', 20000)))),
-        'train.guidance.anneal_start_iter': (int(guidance.get('anneal_start_iter',
-                                                              0)), scale(guidance.get('anneal_start_iter', 0))),
-        'train.scheduler.milestones':
-        (list(train['scheduler']['milestones']), [scale(m) for m in train['scheduler']['milestones']]),
-        'train.total_iter': (total, iters),
-    }
-    return mapping
+    train = opt['train']
+    train.setdefault('gan_start_iter', 0)
+    train.setdefault('critic_start_iter', train['gan_start_iter'])
+    train['guidance'] = dict({'anneal_iters': 20000, 'anneal_start_iter': 0}, **(train.get('guidance') or {}))
+    return scale_schedule(opt, iters)
 
 
 def make_options(side, args):
@@ -108,16 +99,8 @@ def make_options(side, args):
         train_set[key] = opt['datasets']['train'].get(key, False)
     val_set = dict(synthetic['datasets']['val'], dataroot=osp.abspath(args.dataroot))
     opt['datasets'] = {'train': train_set, 'val': val_set}
+    mapping = scaled_schedule(opt, args.iters)
     train = opt['train']
-    mapping = scaled_schedule(train, args.iters)
-    train['gan_start_iter'] = mapping['train.gan_start_iter'][1]
-    train['critic_start_iter'] = mapping['train.critic_start_iter'][1]
-    train['guidance'] = dict(
-        train.get('guidance') or {},
-        anneal_iters=mapping['train.guidance.anneal_iters'][1],
-        anneal_start_iter=mapping['train.guidance.anneal_start_iter'][1])
-    train['scheduler']['milestones'] = mapping['train.scheduler.milestones'][1]
-    train['total_iter'] = args.iters
     train['defocus_map'] = {'source': 'gt'}
     train['perceptual_opt']['pretrained'] = False
     opt['path'] = {'pretrain_network_g': None, 'strict_load_g': True, 'pretrain_network_d': None, 'resume_state': None}

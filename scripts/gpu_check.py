@@ -182,14 +182,6 @@ def release_memory():
         torch.cuda.empty_cache()
 
 
-def set_option(opt, key, value):
-    node = opt
-    keys = key.split(':')
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
-
-
 def machine_info(device):
     import platform
     import torch
@@ -336,6 +328,7 @@ def training_options(args, data, work, recipe, amp, channels_last):
             'train:perceptual_opt:pretrained': False
         })
     over.update(recipe_over)
+    from defocusgan_plugin.utils.options import set_option
     for key, value in over.items():
         set_option(opt, key, value)
     if opt['model_type'] == 'DefocusGANModel' and opt['train']['defocus_map']['source'] == 'network':
@@ -490,6 +483,7 @@ def ddp_row(args, data, work):
         'logger:save_checkpoint_freq': 4,
         'logger:use_tb_logger': False
     }
+    from defocusgan_plugin.utils.options import set_option
     for key, value in over.items():
         set_option(opt, key, value)
     path = osp.join(folder, 'ddp.yml')

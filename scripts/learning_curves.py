@@ -43,6 +43,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'scripts'))
 from demo_summary import input_scores, parse_validation, parse_validation_lines  # noqa: E402
 
+from defocusgan_plugin.utils.options import get_option, set_option  # noqa: E402
+
 # recipe key -> option files, the curve's metric, an override and its label
 RECIPES = {
     'defocus_map': {
@@ -50,6 +52,12 @@ RECIPES = {
         'tests': ['test_defocus_map_photos.yml', 'test_defocus_deconv_photos.yml'],
         'metric': 'aiwe1',
         'label': 'stage 1: DefocusMapNet + learnable kernel (DP, unsupervised)',
+    },
+    'defocus_map_supervised': {
+        'train': 'train_defocus_map_supervised_photos.yml',
+        'tests': ['test_defocus_map_photos.yml'],
+        'metric': 'aiwe1',
+        'label': 'stage 1 + our supervised map loss (train.map_opt: L1 to the GT map)',
     },
     'mccnet': {
         'train': 'train_mccnet_photos.yml',
@@ -70,7 +78,18 @@ RECIPES = {
         'label': 'DefocusGAN slim, guidance ablation (masks off from the start)',
         'suffix': '_noguide',
         'override': {
-            'train.guidance.anneal_iters': 0
+            'train:guidance:anneal_iters': 0
+        },
+    },
+    'defocusgan_slim_l1': {
+        'train': 'train_defocusgan_slim_photos.yml',
+        'tests': ['test_defocusgan_slim_photos.yml'],
+        'metric': 'psnr',
+        'label': 'DefocusGAN slim, L1 only (critic and adversarial term never start)',
+        'suffix': '_l1',
+        'override': {  # the file's total_iter: rescaled with it, they stay at the run's last iteration
+            'train:critic_start_iter': 3600,
+            'train:gan_start_iter': 3600
         },
     },
     'defocusgan_release': {
@@ -81,30 +100,13 @@ RECIPES = {
     },
 }
 # iteration-valued option keys that the budget rescales (a list value: every element)
-SCHEDULE_KEYS = ('train.total_iter', 'train.scheduler.milestones', 'train.scheduler.periods', 'train.gan_start_iter',
-                 'train.critic_start_iter', 'train.prior_start_iter', 'train.guidance.anneal_iters',
-                 'train.guidance.anneal_start_iter', 'train.phase_schedule.network_iters',
-                 'train.phase_schedule.alternate_iters')
+SCHEDULE_KEYS = ('train:total_iter', 'train:scheduler:milestones', 'train:scheduler:periods', 'train:gan_start_iter',
+                 'train:critic_start_iter', 'train:prior_start_iter', 'train:guidance:anneal_iters',
+                 'train:guidance:anneal_start_iter', 'train:phase_schedule:network_iters',
+                 'train:phase_schedule:alternate_iters')
 ITER_LINE = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO: \[.*?iter:\s*([\d,]+),.*?\](.*)$')
 STAMP = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ')
 LOSS = re.compile(r'(l_\w+): (\S+)')
-
-
-def get_key(opt, key, default=None):
-    node = opt
-    for part in key.split('.'):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def set_key(opt, key, value):
-    *parents, last = key.split('.')
-    node = opt
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
 
 
 def scale_schedule(opt, iters):
@@ -117,18 +119,18 @@ def scale_schedule(opt, iters):
     factor = iters / total
     mapping = {}
     for key in SCHEDULE_KEYS:
-        value = get_key(opt, key)
+        value = get_option(opt, key)
         if value is None:
             continue
         if isinstance(value, list):
             new = [max(1, int(round(v * factor))) for v in value]
-        elif key == 'train.total_iter':
+        elif key == 'train:total_iter':
             new = iters
         else:  # a start of 0 stays 0; anneal_iters 0 (guidance off) stays off
             new = 0 if int(value) == 0 else max(1, int(round(value * factor)))
         mapping[key] = (value, new)
-        set_key(opt, key, new)
-    periods = get_key(opt, 'train.scheduler.periods')
+        set_option(opt, key, new)
+    periods = get_option(opt, 'train:scheduler:periods')
     if periods:  # CosineAnnealingRestartLR: the periods must cover the run exactly
         periods[-1] += iters - sum(periods)
     return mapping
@@ -192,7 +194,7 @@ def recipe_options(key, args):
     with open(osp.join(ROOT, 'options', 'train', recipe['train'])) as f:
         opt = yaml.safe_load(f)
     for name, value in recipe.get('override', {}).items():
-        set_key(opt, name, value)
+        set_option(opt, name, value)
     opt['name'] += recipe.get('suffix', '')
     for dataset in opt['datasets'].values():
         dataset['dataroot'] = osp.abspath(args.data)
@@ -214,11 +216,11 @@ def probe_speed(key, args):
     has_critic = 'network_d' in opt
     total = 2 * n if has_critic else n
     opt['train']['total_iter'] = total
-    for k in ('train.critic_start_iter', 'train.gan_start_iter'):
-        if get_key(opt, k) is not None:
-            set_key(opt, k, n if has_critic else total)
-    if get_key(opt, 'train.scheduler.periods'):
-        set_key(opt, 'train.scheduler.periods', [total])
+    for k in ('train:critic_start_iter', 'train:gan_start_iter'):
+        if get_option(opt, k) is not None:
+            set_option(opt, k, n if has_critic else total)
+    if get_option(opt, 'train:scheduler:periods'):
+        set_option(opt, 'train:scheduler:periods', [total])
     opt['val'] = None
     opt['logger'].update(print_freq=1, save_checkpoint_freq=10**9)
     opt_path = write_options(opt, osp.join(args.work, f'{opt["name"]}.yml'))
@@ -244,7 +246,7 @@ def plan_iterations(key, args):
     opt = recipe_options(key, args)
     total = int(opt['train']['total_iter'])
     start = min(
-        v for v in (get_key(opt, 'train.critic_start_iter'), get_key(opt, 'train.gan_start_iter'), total)
+        v for v in (get_option(opt, 'train:critic_start_iter'), get_option(opt, 'train:gan_start_iter'), total)
         if v is not None)
     frac = start / total if 'network_d' in opt else 1.0
     per_iter = frac * plain + (1 - frac) * critic
@@ -313,7 +315,9 @@ def run_test(test_file, train_name, args, extra=(), tag=''):
         opt = yaml.safe_load(f)
     base = opt['name']
     stage1 = 'network_map' in opt
-    opt['name'] = f'lc_{base if stage1 else train_name}{tag}'
+    # stage-1 test files serve several recipes (and the cue): the name carries the recipe's when it differs
+    opt['name'] = f'lc_{base}{"" if train_name in (base, "defocus_map_photos") else "_" + train_name}{tag}' \
+        if stage1 else f'lc_{train_name}{tag}'
     if stage1:
         models = osp.join(ROOT, 'experiments', train_name, 'models')
         opt['path']['pretrain_network_map'] = osp.join(models, 'net_map_latest.pth')
@@ -392,12 +396,14 @@ def write_table(args, results, refs, commands):
             row(label, test, res)
     if f'deconv_gt_{split}' in refs:
         row('GT map + Wiener deconvolution (upper bound of the map path)', refs[f'deconv_gt_{split}'])
-    if 'defocus_map' in results:
-        trained = results['defocus_map']['test']['test_defocus_map_photos.yml']['aiwe1']
-        lines += [
-            '', f'Stage-1 map: AIWE(1) {trained:.3f} px against {cue["aiwe1"]:.3f} px for its untrained cue '
-            f'({100 * (1 - trained / cue["aiwe1"]):+.0f} % lower is better: positive = below the cue).'
-        ]
+    for key in ('defocus_map', 'defocus_map_supervised'):
+        if key in results:
+            trained = results[key]['test']['test_defocus_map_photos.yml']['aiwe1']
+            lines += [
+                '', f'{results[key]["label"]}: AIWE(1) {trained:.3f} px against {cue["aiwe1"]:.3f} px for its '
+                f'untrained cue ({100 * (1 - trained / cue["aiwe1"]):+.0f} % lower is better: positive = below the '
+                'cue).'
+            ]
     with open(osp.join(args.out, 'table.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
     print('\n'.join(lines))
@@ -444,7 +450,9 @@ def write_plot(args, results, refs):
         ax_map.axhline(refs['cue_val']['aiwe1'], color='k', ls='--', lw=1, label='untrained DP cue')
         lines = [refs[k]['psnr'] for k in ('input_val', 'deconv_val', 'deconv_gt_val') if k in refs]
         tops = [c['psnr'] for res in results.values() for c in res['curve'] if 'psnr' in c]
-        ax_psnr.set_ylim(min(lines) - 1.0, max(tops + lines) + 0.5)  # a generator far below its input starts off-axis
+        # a generator far below its input starts off-axis; a curve that falls late stays on it
+        late = [c['psnr'] for res in results.values() for c in res['curve'][len(res['curve']) // 3:] if 'psnr' in c]
+        ax_psnr.set_ylim(min([min(lines) - 1.0] + [v - 0.3 for v in late]), max(tops + lines) + 0.5)
         ax_psnr.set_ylabel('val PSNR (dB)')
         ax_map.set_ylabel('val AIWE(1) (px, lower is better)')
         for ax in (ax_psnr, ax_map):

@@ -16,6 +16,7 @@ OPTIONS = ROOT / 'options'
 with __import__('warnings').catch_warnings():
     __import__('warnings').simplefilter('ignore', DeprecationWarning)  # basicsr 1.4.2 uses a deprecated scipy path
     import defocusgan_plugin  # noqa: E402,F401
+    from defocusgan_plugin.utils.options import set_option  # noqa: E402
 
 
 @pytest.fixture(scope='session')
@@ -61,15 +62,6 @@ def _plain(obj):
     if isinstance(obj, list):
         return [_plain(v) for v in obj]
     return obj
-
-
-def set_option(opt, key, value):
-    """Sets a nested option: ``set_option(opt, 'train:total_iter', 2)``."""
-    keys = key.split(':')
-    node = opt
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
 
 
 def tiny_options(name, work_dir, data_root=None, overrides=None, file_name=None):

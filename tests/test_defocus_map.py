@@ -299,6 +299,27 @@ def test_short_training_reduces_loss_and_finds_the_sign(tmp_path, scene):
     assert agree > 0.85, f'sign agrees on {agree:.0%} of the pixels'
 
 
+def test_supervised_map_option_learns_the_gt_map_and_skips_missing_depth(tmp_path, scene):
+    opt = model_options(tmp_path, network_iters=1000, alternate_iters=0, lr=3e-3)
+    opt['train']['map_opt'] = dict(type='L1Loss', loss_weight=1000.0)  # leads the reblur term (1000 L1)
+    torch.manual_seed(0)
+    model = build_model(opt)
+    data = dict(scene, defocus=scene['defocus'].clone())
+    data['defocus'][..., :8] = float('nan')  # no depth there: left out of the loss, not a NaN loss
+    model.feed_data(data)
+    errors = []
+    for it in range(1, 41):
+        model.optimize_parameters(it)
+        errors.append(model.get_current_log()['l_map'] / 1000.0)
+    assert all(np.isfinite(errors)) and errors[-1] < 0.6 * errors[0]
+    model.test()
+    valid = torch.isfinite(data['defocus'])
+    assert float((model.output - data['defocus'])[valid].abs().mean()) < 0.6 * errors[0]  # in CoC pixels
+    model.feed_data({k: v for k, v in scene.items() if k != 'defocus'})
+    with pytest.raises(KeyError, match='train.map_opt'):
+        model.optimize_parameters(41)
+
+
 def test_cross_convolution_cue_starts_at_the_right_signed_map(scene):
     net = DefocusMapNet(
         cap=5,

@@ -40,15 +40,19 @@ def test_budget_rescales_every_iteration_count(lc):
     mapping = lc.scale_schedule(opt, file_total // 3)
     train = opt['train']
     assert train['total_iter'] == file_total // 3
-    for key in ('train.gan_start_iter', 'train.critic_start_iter', 'train.guidance.anneal_iters'):
+    for key in ('train:gan_start_iter', 'train:critic_start_iter', 'train:guidance:anneal_iters'):
         old, new = mapping[key]
         assert new == round(old / 3), key
-    assert train['scheduler']['milestones'] == [round(m / 3) for m in mapping['train.scheduler.milestones'][0]]
+    assert train['scheduler']['milestones'] == [round(m / 3) for m in mapping['train:scheduler:milestones'][0]]
     # the ablation keeps its guidance off whatever the budget
     ablation = lc.recipe_options('defocusgan_slim_noguide', args)
     assert ablation['name'] == 'defocusgan_slim_photos_noguide'
     lc.scale_schedule(ablation, 100)
     assert ablation['train']['guidance']['anneal_iters'] == 0
+    # the L1-only variant: critic and adversarial term start at the last iteration, whatever the budget
+    l1_only = lc.recipe_options('defocusgan_slim_l1', args)
+    lc.scale_schedule(l1_only, 777)
+    assert l1_only['train']['critic_start_iter'] == l1_only['train']['gan_start_iter'] == 777
     # cosine periods cover the rescaled run exactly; stage-1 phases scale too
     mcc = lc.recipe_options('mccnet', args)
     lc.scale_schedule(mcc, 777)
@@ -96,8 +100,8 @@ def test_training_log_gives_curve_health_and_times(lc, tmp_path):
 
 @pytest.mark.usefixtures('one_thread')
 @pytest.mark.parametrize('recipe', [
-    'train_defocus_map_photos.yml', 'train_mccnet_photos.yml', 'train_defocusgan_slim_photos.yml',
-    'train_defocusgan_release_photos.yml'
+    'train_defocus_map_photos.yml', 'train_defocus_map_supervised_photos.yml', 'train_mccnet_photos.yml',
+    'train_defocusgan_slim_photos.yml', 'train_defocusgan_release_photos.yml'
 ])
 def test_photo_recipes_train_and_their_test_files_load_the_checkpoint(tmp_path, synthetic_root, recipe):
     from conftest import FAST, run_test, run_train, tiny_options  # the embedded set has the photo set's layout

@@ -360,7 +360,7 @@ def test_comparison_script_scales_each_recipe_to_the_same_budget():
     assert release['network_g']['type'] == 'DefocusGANReleaseGenerator' and release['train']['critic_steps'] == 2
     assert plugin['network_g']['type'] == 'DefocusGANGenerator' and plugin['train']['critic_steps'] == 1
     assert not release['datasets']['train']['use_hflip'] and plugin['datasets']['train']['use_hflip']
-    assert mapping['train.critic_start_iter'] == (5 * EPOCH, round(5 * EPOCH * 1500 / (91 * EPOCH)))
+    assert mapping['train:critic_start_iter'] == (5 * EPOCH, round(5 * EPOCH * 1500 / (91 * EPOCH)))
     assert release['train']['gan_start_iter'] == round(10 * 1500 / 91)
     assert release['train']['guidance']['anneal_start_iter'] == round(9 * 1500 / 91)
     assert release['train']['scheduler']['milestones'] == [round(e * 1500 / 91) for e in (30, 60, 90)]

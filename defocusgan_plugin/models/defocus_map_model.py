@@ -34,10 +34,12 @@ class DefocusMapModel(MapValidationModel):
     """DefocusGAN stage 1: unsupervised defocus-map estimation with a learnable blur kernel.
 
     ``network_map`` (e.g. :class:`DefocusMapNet`) maps the dual-pixel views to a signed CoC map; ``network_kernel``
-    (:class:`LearnableBlurKernel`) holds one kernel per integer radius. No ground-truth map is used: the sharp image
-    ``gt`` reblurred by the map and the kernels (:func:`defocusgan_plugin.ops.render.reblur_coc`) must match the
-    captured blurred image, and the rendered DP views the captured ones (``train.reblur_opt``), plus a gradient prior
-    on the map (``train.prior_opt``, switched on after ``train.prior_start_iter``). How the kernels blur (signed
+    (:class:`LearnableBlurKernel`) holds one kernel per integer radius. By default no ground-truth map is used: the
+    sharp image ``gt`` reblurred by the map and the kernels (:func:`defocusgan_plugin.ops.render.reblur_coc`) must
+    match the captured blurred image, and the rendered DP views the captured ones (``train.reblur_opt``), plus a
+    gradient prior on the map (``train.prior_opt``, switched on after ``train.prior_start_iter``). Our option, off by
+    default: ``train.map_opt`` (e.g. ``{type: L1Loss}``) adds a supervised loss of the map against the dataset's GT
+    map in the network phases (synthetic sets have one; NaN pixels are left out). How the kernels blur (signed
     kernel sets, 'gather' or 'normalized' compositing, zero or reflect padding, linear light) is read from the kernel
     module (:class:`LearnableBlurKernel`); a map with one channel per colour channel (the release's
     ``DefocusMapReleaseNet``) blurs each colour channel by its own map channel.
@@ -89,6 +91,8 @@ class DefocusMapModel(MapValidationModel):
         self.cri_reblur = build_loss(train_opt['reblur_opt']).to(self.device)
         self.cri_prior = build_loss(train_opt['prior_opt']).to(self.device) if train_opt.get('prior_opt') else None
         self.prior_start_iter = int(train_opt.get('prior_start_iter', 0))
+        # our option, off by default (the release is unsupervised): the map against the dataset's GT map
+        self.cri_map = build_loss(train_opt['map_opt']).to(self.device) if train_opt.get('map_opt') else None
         schedule = train_opt.get('phase_schedule') or {}
         self.network_iters = int(schedule.get('network_iters', 0))
         self.alternate_iters = int(schedule.get('alternate_iters', 0))
@@ -187,10 +191,24 @@ class DefocusMapModel(MapValidationModel):
         if phase == 'network' and self.cri_prior is not None and current_iter > self.prior_start_iter:
             loss_dict['l_prior'] = self.cri_prior(self.output, self.gt)
             l_total = l_total + loss_dict['l_prior']
+        if phase == 'network' and self.cri_map is not None:
+            loss_dict['l_map'] = self.map_loss()
+            l_total = l_total + loss_dict['l_map']
         self.backward(l_total)
         trained = (self.net_map, self.optimizer_map) if phase == 'network' else (self.net_kernel, self.optimizer_kernel)
         self.guarded_step(loss_dict, [trained], current_iter)
         self.log_dict = self.reduce_loss_dict(loss_dict)
+
+    def map_loss(self):
+        """``train.map_opt`` between the predicted map and the GT map; NaN GT pixels (no depth) are left out."""
+        if self.gt_map is None:
+            raise KeyError('train.map_opt (supervised map loss) needs GT defocus maps from the dataset (the '
+                           "'defocus' key: DPDDDataset reads {split}_defocus/*.npy); remove train.map_opt to train "
+                           'unsupervised.')
+        valid = torch.isfinite(self.gt_map)
+        target = torch.where(valid, self.gt_map, torch.zeros_like(self.gt_map))
+        shape = self.output.shape  # a map per colour channel (DefocusMapReleaseNet) is compared channel by channel
+        return self.cri_map(self.output, target.expand(shape), weight=valid.to(self.output.dtype).expand(shape))
 
     def test(self):
         self.net_map.eval()

@@ -59,6 +59,26 @@ def read_yaml(path):
     return opt
 
 
+def get_option(opt, key, default=None):
+    """A nested option by its ``--force_yml`` key (``'train:scheduler:milestones'``), or ``default`` if absent."""
+    node = opt
+    for part in key.split(':'):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def set_option(opt, key, value):
+    """Sets a nested option by its ``--force_yml`` key (``set_option(opt, 'train:total_iter', 2)``), making the
+    blocks on the way."""
+    *parents, last = key.split(':')
+    node = opt
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
 def _registered(registry, name):
     return name in registry or f'{name}_basicsr' in registry
 
