@@ -315,9 +315,9 @@ def run_test(test_file, train_name, args, extra=(), tag=''):
         opt = yaml.safe_load(f)
     base = opt['name']
     stage1 = 'network_map' in opt
-    # stage-1 test files serve several recipes (and the cue): the name carries the recipe's when it differs
-    opt['name'] = f'lc_{base}{"" if train_name in (base, "defocus_map_photos") else "_" + train_name}{tag}' \
-        if stage1 else f'lc_{train_name}{tag}'
+    # a stage-1 test file serves several recipes (and the references): its run is named after both when they differ
+    run = (base if train_name == base else f'{base}_{train_name}') if stage1 else train_name
+    opt['name'] = f'lc_{run}{tag}'
     if stage1:
         models = osp.join(ROOT, 'experiments', train_name, 'models')
         opt['path']['pretrain_network_map'] = osp.join(models, 'net_map_latest.pth')
