@@ -54,6 +54,9 @@ from defocusgan_plugin.utils.img_io import atomic_write_bytes, read_image, write
 PNG_MAX_RADIUS, RAW_MAX_RADIUS = 25.0, 24.0  # DPDD's largest |CoC|; 1.6 x the Pixel 4's ~13 px calibration
 PNG_SEARCH_SCALE = 0.5  # test_dp_joint.yml: range search at half resolution (no preset)
 PNG_MAP_FILTER = {'radius': 8, 'eps': 1e-3}
+# --real-search: test_dp_maps_sdirt.yml's cue options for real Canon DP captures (768x512 views matched at half
+# resolution: 0.125-px radius steps, windows in half-resolution pixels); the step is given in full-resolution pixels
+REAL_SEARCH = {'step': 0.25, 'window': 23, 'channel': 'green', 'highpass': 7, 'subpixel': True}
 CALIB_TRIM = 1e-3  # test_dp_joint_pixel4.yml: outer kernel rings with <= 0.1 % of the mass dropped
 RAW_DEFAULTS = {'black_level': 1024, 'white_level': 2**14 - 1, 'vignetting_box': 101, 'crop': PIXEL4_CROP}
 
@@ -65,6 +68,8 @@ def dp_joint_options(args):
     solver = {'preset': preset, 'max_radius': args.max_radius or (RAW_MAX_RADIUS if args.raw else PNG_MAX_RADIUS)}
     if preset is None and not args.raw:
         solver['search_scale'] = PNG_SEARCH_SCALE
+    if args.real_search:  # searched at half resolution whatever the preset: REAL_SEARCH's windows are sized for it
+        solver.update(search_scale=PNG_SEARCH_SCALE, search=dict(REAL_SEARCH))
     if args.iters:
         levels = PRESETS[preset]['levels'] if preset else BASE_OPTIONS['levels']
         solver['levels'] = [dict(level, iters=min(int(level['iters']), args.iters)) for level in levels]
@@ -244,6 +249,11 @@ def parse_args(argv=None):
         help="caps every level of the preset's schedule at this many iterations, for a quick look (a coarse level "
         'skipped for its small blur still hands its share to the next)')
     parser.add_argument(
+        '--real-search',
+        action='store_true',
+        help='match the views for the layer range and the start as real Canon DP captures need: green channel, '
+        'a high-pass against the views\' gain differences, sub-pixel radii (PNG views; see README, Sdirt)')
+    parser.add_argument(
         '--map-range',
         type=float,
         help="|radius| drawn saturated in NAME_map.png (default: each map's largest |radius|; "
@@ -300,6 +310,8 @@ def parse_args(argv=None):
         parser.error('--grid and --frame-size describe a calibration: add --calib LEFT.npy RIGHT.npy')
     if args.calib and args.frame_size is None and args.raw:
         args.frame_size = args.crop
+    if args.real_search and args.raw:
+        parser.error('--real-search matches RGB PNG views (its green channel); raw frames are grey')
     if args.iters is not None and args.iters < 1:
         parser.error(f'--iters must be >= 1, got {args.iters}')
     return parser, args

@@ -92,6 +92,38 @@ RECIPES = {
             'train:gan_start_iter': 3600
         },
     },
+    'defocusgan_slim_l1_noguide': {
+        'train': 'train_defocusgan_slim_photos.yml',
+        'tests': ['test_defocusgan_slim_photos.yml'],
+        'metric': 'psnr',
+        'label': 'DefocusGAN slim, L1 only, guidance ablation (masks off from the start)',
+        'suffix': '_l1_noguide',
+        'override': {
+            'train:guidance:anneal_iters': 0,
+            'train:critic_start_iter': 3600,
+            'train:gan_start_iter': 3600
+        },
+    },
+    'defocusgan_slim_short_critic': {
+        'train': 'train_defocusgan_slim_photos.yml',
+        'tests': ['test_defocusgan_slim_photos.yml'],
+        'metric': 'psnr',
+        'label': 'DefocusGAN slim, critic alone for 1/9 of the run before the adversarial term (release share)',
+        'suffix': '_short_critic',
+        'override': {  # the release's critic trains alone for 10 of its 91 epochs: here 400 of 3600 iterations
+            'train:critic_start_iter': 2000
+        },
+    },
+    'defocusgan_slim_adv_low': {
+        'train': 'train_defocusgan_slim_photos.yml',
+        'tests': ['test_defocusgan_slim_photos.yml'],
+        'metric': 'psnr',
+        'label': 'DefocusGAN slim, adversarial weight 0.0005 (a quarter of the paper\'s)',
+        'suffix': '_adv_low',
+        'override': {
+            'train:gan_opt:loss_weight': 0.0005
+        },
+    },
     'defocusgan_release': {
         'train': 'train_defocusgan_release_photos.yml',
         'tests': ['test_defocusgan_release_photos.yml'],

@@ -12,7 +12,8 @@ with the real-capture options of that file: green channel, high-pass, sub-pixel 
 (``scripts/sgbm_defocus.py``), ``sad`` (a plain SAD block matcher on green, 31-px window, +-8 px, parabola
 sub-pixel), ``map_net`` / ``release_net`` (DefocusMapNet / DefocusMapReleaseNet with ``--weights-*``; without
 weights DefocusMapNet is the cue (not run twice) and DefocusMapReleaseNet has seeded random weights: both are marked
-untrained), ``joint`` (DPJointOptimModel, parametric kernels, ``fast`` preset, at ``--joint-scale``). The
+untrained), ``joint`` (DPJointOptimModel, parametric kernels, ``fast`` preset, at ``--joint-scale``), ``joint_real``
+(the same with the solver's range search and start matched as the cue's real-capture options: ``search``). The
 constant-map floor is scored for every scene. Metrics: AIWE(1), AIWE(2), 1 - |Spearman rho|; the floor ratio is mean
 AIWE(1) / mean floor AIWE(1) over the scenes of a row. Maps are cached in ``--cache`` (``--resume`` reuses them).
 
@@ -49,6 +50,7 @@ METRICS = ('aiwe1', 'aiwe2', 'spearman', 'floor1', 'floor2')
 FIGURE_TITLES = {
     'cue': 'cue, real-capture options',
     'joint': 'joint optimiser, fast',
+    'joint_real': 'joint optimiser, real-capture search',
     'sgbm': 'SGBM',
     'map_net': 'DefocusMapNet',
     'release_net': 'DefocusMapReleaseNet'
@@ -79,11 +81,12 @@ def build_map_net(block, weights=None, param_key='params'):
     return net.eval()
 
 
-def build_joint(max_radius):
-    """DPJointOptimModel with test_dp_joint.yml's parametric kernels and map filter, the ``fast`` preset."""
+def build_joint(max_radius, search=None):
+    """DPJointOptimModel with test_dp_joint.yml's parametric kernels and map filter, the ``fast`` preset (and the
+    solver's ``search`` options)."""
     from basicsr.models import build_model
     block = dict(read_yaml(JOINT_OPT)['dp_joint'])
-    block['solver'] = {'preset': 'fast', 'max_radius': float(max_radius)}
+    block['solver'] = {'preset': 'fast', 'max_radius': float(max_radius), 'search': search}
     opt = {
         'name': 'score_dp_maps',
         'model_type': 'DPJointOptimModel',
@@ -125,16 +128,30 @@ def make_estimators(args):
     trained = 'trained' if args.weights_release else 'UNTRAINED (seeded random weights)'
     est['release_net'] = (f'DefocusMapReleaseNet, {trained}', args.weights_release
                           or 'no --weights-release', net_fn(release), 1.0)
-    model = build_joint(args.joint_max_radius * args.joint_scale)
 
-    def joint(item):
-        model.feed_data({k: item[k][None] for k in ('lq_l', 'lq_r', 'lq_c')})
-        model.test()
-        return model.output[0, 0].numpy()
+    def joint_fn(search=None):
+        model = build_joint(args.joint_max_radius * args.joint_scale, search)
 
-    est['joint'] = (f'joint optimiser, fast, {args.joint_scale:g}x', 'DPJointOptimModel, parametric kernels '
-                    f'(test_dp_joint.yml), max_radius {args.joint_max_radius:g} px at full size', joint,
-                    args.joint_scale)
+        def joint(item):
+            model.feed_data({k: item[k][None] for k in ('lq_l', 'lq_r', 'lq_c')})
+            model.test()
+            return model.output[0, 0].numpy()
+
+        return joint
+
+    note = (f'DPJointOptimModel, parametric kernels (test_dp_joint.yml), max_radius {args.joint_max_radius:g} px at '
+            'full size')
+    est['joint'] = (f'joint optimiser, fast, {args.joint_scale:g}x', note, joint_fn(), args.joint_scale)
+    # the solver's range search and start matched as the cue with its real-capture options (same resolution when
+    # --joint-scale is the option file's scale)
+    search = dict(
+        step=sdirt['match_step'],
+        window=sdirt['match_window'],
+        channel=sdirt['match_channel'],
+        highpass=sdirt['match_highpass'],
+        subpixel=sdirt['match_subpixel'])
+    est['joint_real'] = (f'joint optimiser, fast, real-capture search, {args.joint_scale:g}x',
+                         f'{note}; solver search {search}', joint_fn(search), args.joint_scale)
     if not args.weights_map_net:
         est['map_net'] = ('DefocusMapNet, UNTRAINED (= the cue row)', 'no --weights-map-net', None, cue_scale)
     return {k: v for k, v in est.items() if k in args.estimators or (k == 'map_net' and v[2] is None)}
@@ -318,7 +335,7 @@ def write_figure(args, full, estimators, rows, scenes):
     items = {pair.name: i for i, (pair, _) in enumerate(full.samples)}
     scenes = [s for s in scenes if s in items and osp.isfile(osp.join(args.cache, f'cue_{s}.npy'))]
     keys = [
-        k for k in ('cue', 'joint', 'sgbm', 'map_net', 'release_net')
+        k for k in ('cue', 'joint', 'joint_real', 'sgbm', 'map_net', 'release_net')
         if k in estimators and all(osp.isfile(osp.join(args.cache, f'{k}_{s}.npy')) for s in scenes)
     ]
     if not scenes:
@@ -354,7 +371,9 @@ def main():
     parser.add_argument('--cache', default='results/sdirt_maps_cache', help='maps and per-scene scores')
     parser.add_argument('--resume', action='store_true', help='reuse the scores and maps in --cache')
     parser.add_argument(
-        '--estimators', nargs='+', default=['cue_default', 'cue', 'sgbm', 'sad', 'map_net', 'release_net', 'joint'])
+        '--estimators',
+        nargs='+',
+        default=['cue_default', 'cue', 'sgbm', 'sad', 'map_net', 'release_net', 'joint', 'joint_real'])
     parser.add_argument('--weights-map-net', help='trained DefocusMapNet (net_map_*.pth)')
     parser.add_argument('--map-net-opt', default=SDIRT_OPT, help='option file whose network_map the weights fit')
     parser.add_argument('--map-net-scale', type=float, default=1.0, help='view scale the trained DefocusMapNet runs at')

@@ -9,7 +9,7 @@ import torch
 from defocusgan_plugin.data.dp_raw_dataset import DPRawPixel4Dataset
 from defocusgan_plugin.data.dp_synthesis import embedded_scenes, sample_coc, synthesize_dp
 from defocusgan_plugin.data.fake_pixel4 import write_fake_pixel4
-from defocusgan_plugin.dp_cli import PairReader, main, parse_args
+from defocusgan_plugin.dp_cli import REAL_SEARCH, PairReader, dp_joint_options, main, parse_args
 from defocusgan_plugin.models.map_validation_model import diverging_colormap
 from defocusgan_plugin.utils.dp_pairs import DPPair, depth_path, find_dp_pairs
 
@@ -172,6 +172,16 @@ def test_raw_folder_with_calibration_end_to_end(tmp_path, raw_root):
 
 
 # ---------------------------------------------------------------------- errors
+def test_real_search_sets_the_solvers_search_for_png_views_only(capsys):
+    _, args = parse_args(['l.png', 'r.png', '-o', 'out', '--real-search', '--preset', 'fast'])
+    solver = dp_joint_options(args)['solver']
+    assert solver['search'] == REAL_SEARCH and solver['search_scale'] == 0.5 and solver['preset'] == 'fast'
+    assert 'search' not in dp_joint_options(parse_args(['l.png', 'r.png', '-o', 'out'])[1])['solver']
+    with pytest.raises(SystemExit) as exc:
+        parse_args(['frames', '-o', 'out', '--raw', '--real-search'])
+    assert exc.value.code == 2 and '--real-search matches RGB PNG views' in capsys.readouterr().err
+
+
 def test_bad_inputs_exit_2_naming_the_file_and_keep_what_was_written(tmp_path, synthetic_pair, raw_root, capsys):
     good = tmp_path / 'good'
     _write(good / 'l.png', synthetic_pair['left'], 255, np.uint8)

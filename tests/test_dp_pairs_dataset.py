@@ -1,18 +1,20 @@
 """Real DP pairs with depth (DPPairsDataset, the Sdirt layouts), NaN ground truth, the constant floor, the cue's
-options for real captures, and test_dp_maps_sdirt.yml end to end."""
+(and the joint optimiser's search) options for real captures, and test_dp_maps_sdirt.yml end to end."""
 import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import run_test, tiny_options
 
-from defocusgan_plugin.archs.defocus_map_arch import DefocusMapNet
+from defocusgan_plugin.archs.defocus_map_arch import DEFAULT_MATCH_PSF, DefocusMapNet
 from defocusgan_plugin.data.dp_pairs_dataset import DPPairsDataset, read_depth
 from defocusgan_plugin.data.dp_synthesis import synthesize_dp
 from defocusgan_plugin.data.dpdd_dataset import DPDDDataset
 from defocusgan_plugin.metrics.defocus_map_metric import (calculate_aiwe1, calculate_aiwe2, calculate_constant_floor,
                                                           calculate_spearman_error)
 from defocusgan_plugin.models.map_validation_model import MapValidationModel
+from defocusgan_plugin.ops.dp_joint import DEFAULT_SEARCH, DPJointSolver, cross_defocus
+from defocusgan_plugin.ops.kernel_bank import ParametricKernelBank
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -183,6 +185,27 @@ def test_cue_options_for_real_captures_recover_subpixel_radii_under_vignetting()
     assert max(errors['real']) < 0.25 and min(errors['plain']) > 0.25, errors
     with pytest.raises(ValueError, match='match_channel'):
         DefocusMapNet(in_ch=2, match_channel='green')
+
+
+def test_joint_solver_search_options_for_real_captures():
+    """The joint optimiser's range search and start (``search``) take the cue's real-capture options: on the
+    gain-ramped sub-pixel pair they find the radius that the default search (mean channel, 0.5-px steps) misses."""
+    bank = ParametricKernelBank(**DEFAULT_MATCH_PSF)  # the cue's kernel model, as test_dp_joint.yml's kernels
+    real = dict(step=0.25, window=31, channel=1, highpass=7, subpixel=True)  # 1: green
+    inner = (slice(20, -20), slice(20, -20))
+    errors = {}
+    for radius in (-0.8, 0.3, 1.3):
+        x = _real_like_pair(radius, gain=0.3)
+        for name, search in (('default', {}), ('real', real)):
+            found, _ = cross_defocus(x[:, :3], x[:, 3:], bank, 2.0, **search)
+            errors.setdefault(name, []).append(abs(float(found[0, 0][inner].median()) - radius))
+    assert max(errors['real']) < 0.25 and max(errors['default']) > 0.25, errors
+    solver = DPJointSolver(bank, preset='fast', search=dict(real, channel='green'))
+    assert solver.search == real  # what the solver hands to cross_defocus
+    assert DPJointSolver(bank).search == dict(DEFAULT_SEARCH, channel=None)
+    for bad in ({'step': 0}, {'window': 8}, {'channel': 'grey'}, {'radius': 1}):
+        with pytest.raises(ValueError, match='search takes'):
+            DPJointSolver(bank, search=bad)
 
 
 def test_sdirt_option_file_scores_maps_without_gt_end_to_end(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The helpers behind the README's numbers: the demo's metric table and the SGBM baseline."""
+"""The helpers behind the README's numbers: the demo's metric table, the SGBM baseline, the GAN gradient probe."""
 import importlib.util
 import numpy as np
 import os
@@ -122,3 +122,28 @@ def test_gpu_check_names_the_child_error_of_a_failed_torchrun():
     assert [line.strip() for line in tail.splitlines()] == [
         'torch.distributed.elastic.multiprocessing.errors.ChildFailedError:', '====', 'defocusgan_plugin.train FAILED'
     ]
+
+
+def test_gan_gradient_ratio_scales_with_the_weight_and_ignores_the_critics_offset():
+    """scripts/gan_gradient_ratio.py: the adversarial / L1 gradient ratio it reports is linear in the adversarial
+    weight and blind to a constant added to the critic's scores (which changes the loss values only)."""
+    import torch
+
+    from defocusgan_plugin.archs.patchgan_arch import PatchGANDiscriminator
+    from defocusgan_plugin.losses.defocus_adversarial_loss import DefocusAdversarialLoss
+    probe = load_script('gan_gradient_ratio')
+    torch.manual_seed(0)
+    net_g, net_d = torch.nn.Conv2d(3, 3, 3, padding=1), PatchGANDiscriminator(num_feat=8, num_layers=2).eval()
+    batches = [(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32) * 5)]
+    ratio, cosine, slope = probe.gradient_ratios(net_g, net_d, DefocusAdversarialLoss(0.002, weighting='paper'),
+                                                 batches)
+    double, _, _ = probe.gradient_ratios(net_g, net_d, DefocusAdversarialLoss(0.004, weighting='paper'), batches)
+    assert torch.allclose(double, 2 * ratio) and bool((slope > 0).all()) and bool((cosine.abs() <= 1).all())
+
+    class Offset(torch.nn.Module):
+
+        def forward(self, x):
+            return net_d(x) - 12.0
+
+    shifted, _, _ = probe.gradient_ratios(net_g, Offset(), DefocusAdversarialLoss(0.002, weighting='paper'), batches)
+    assert torch.allclose(shifted, ratio)

@@ -5,7 +5,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn as nn
 from torch.nn import functional as F
 
-from defocusgan_plugin.ops.correlation import cross_convolution_costs
+from defocusgan_plugin.ops.correlation import MATCH_CHANNELS, best_radius, cross_convolution_costs, match_planes
 from defocusgan_plugin.ops.filters import box_mean
 from defocusgan_plugin.ops.psf import dp_psf, kernel_size_for
 
@@ -142,7 +142,7 @@ class DefocusMapNet(nn.Module):
         self.num_level = num_level
         self.corr_disp, self.corr_window = int(corr_disp), int(corr_window)
         self.match_window = int(match_window)
-        channels = {'mean': None, 'red': 0, 'green': 1, 'blue': 2}
+        channels = MATCH_CHANNELS
         if match_channel not in channels or (channels[match_channel] is not None and in_ch != 6):
             raise ValueError(f"DefocusMapNet: match_channel must be 'mean', or 'red' / 'green' / 'blue' with RGB views "
                              f'(in_ch 6); got {match_channel!r} with in_ch {in_ch}.')
@@ -190,23 +190,9 @@ class DefocusMapNet(nn.Module):
             tuple[Tensor, Tensor]: (B, M, H, W) relative costs, (B, 1, H, W) radius in pixels.
         """
         with torch.no_grad():  # a function of the data only: nothing to learn through it
-            if self.match_channel is None:
-                left, right = left.mean(1, keepdim=True), right.mean(1, keepdim=True)
-            else:
-                pick = slice(self.match_channel, self.match_channel + 1)
-                left, right = left[:, pick], right[:, pick]
-            if self.match_highpass:
-                left = left - box_mean(left, self.match_highpass)
-                right = right - box_mean(right, self.match_highpass)
+            left, right = match_planes(left, right, self.match_channel, self.match_highpass)
             cost, _ = cross_convolution_costs(left, right, self.match_kernels, self.match_window)
-            best = cost.argmin(1, keepdim=True)
-            radius = self.match_radii[best]
-            if self.match_subpixel and len(self.match_radii) > 2:
-                mid = best.clamp(1, len(self.match_radii) - 2)
-                c0, c1, c2 = (cost.gather(1, mid + k) for k in (-1, 0, 1))
-                shift = (0.5 * (c0 - c2) / (c0 - 2 * c1 + c2).clamp_min(1e-12)).clamp(-1.0, 1.0)
-                step = self.match_radii[1] - self.match_radii[0]
-                radius = self.match_radii[mid] + shift * step
+            radius = best_radius(cost, self.match_radii, self.match_subpixel)
             return cost / cost.mean(1, keepdim=True), radius
 
     def forward(self, x):

@@ -76,3 +76,52 @@ def cross_convolution_costs(left, right, kernels, window=7):
     grad = (a[..., :, 1:] - a[..., :, :-1]).abs() + (b[..., :, 1:] - b[..., :, :-1]).abs()
     texture = box_mean(F.pad(grad, (0, 1, 0, 0), mode='replicate'), window // 2) + 1e-4
     return box_mean((a - b).abs(), window // 2) / texture, texture
+
+
+# views' channel the cross-convolution identity is matched on (None: the mean of the channels)
+MATCH_CHANNELS = {'mean': None, 'red': 0, 'green': 1, 'blue': 2}
+
+
+def match_planes(left, right, channel=None, highpass=0):
+    """The single-channel planes of two views that the cross-convolution identity is matched on.
+
+    Args:
+        left, right (Tensor): (B, C, H, W) views.
+        channel (int | None): Channel index to match on; None: the mean of the channels.
+        highpass (int): Radius of a box mean subtracted from both planes (0: none). A linear filter keeps the
+            identity and removes what it cannot explain: left/right gain and offset differences of real captures.
+
+    Returns:
+        tuple[Tensor, Tensor]: (B, 1, H, W) planes.
+    """
+    if channel is not None and channel >= left.shape[1]:
+        raise ValueError(f'Cannot match on channel {channel} of {left.shape[1]}-channel views (grey views: use the '
+                         "'mean' channel).")
+    if channel is None:
+        left, right = left.mean(1, keepdim=True), right.mean(1, keepdim=True)
+    else:
+        left, right = left[:, channel:channel + 1], right[:, channel:channel + 1]
+    if highpass:
+        left, right = left - box_mean(left, highpass), right - box_mean(right, highpass)
+    return left, right
+
+
+def best_radius(cost, radii, subpixel=False):
+    """Radius of the lowest cost at each pixel, optionally refined between the candidates.
+
+    Args:
+        cost (Tensor): (B, M, H, W) costs of the M candidate radii.
+        radii (Tensor): (M,) evenly spaced candidate radii.
+        subpixel (bool): Refine by the vertex of a parabola through the best cost and its two neighbours (shifted by
+            at most one step): DP radii of real captures are often below one step.
+
+    Returns:
+        Tensor: (B, 1, H, W) radii.
+    """
+    best = cost.argmin(1, keepdim=True)
+    if not subpixel or len(radii) < 3:
+        return radii[best]
+    mid = best.clamp(1, len(radii) - 2)
+    c0, c1, c2 = (cost.gather(1, mid + k) for k in (-1, 0, 1))
+    shift = (0.5 * (c0 - c2) / (c0 - 2 * c1 + c2).clamp_min(1e-12)).clamp(-1.0, 1.0)
+    return radii[mid] + shift * (radii[1] - radii[0])

@@ -28,7 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from defocusgan_plugin.ops.correlation import cross_convolution_costs
+from defocusgan_plugin.ops.correlation import MATCH_CHANNELS, best_radius, cross_convolution_costs, match_planes
 from defocusgan_plugin.ops.dp_objective import (NOISE_C, NOISE_SIGMA, RELEASE_WEIGHTS, exposure_factor, noise_bias,
                                                 release_terms)
 from defocusgan_plugin.ops.filters import bilateral_filter, box_mean, fill_invalid
@@ -56,6 +56,7 @@ BASE_OPTIONS = dict(
     early_stop=DEFAULT_EARLY_STOP,
     max_radius=25.0,
     search_scale=1.0,
+    search=None,
     init='cross',
     init_mix=0.3,
     color_init='view',
@@ -72,6 +73,7 @@ BASE_OPTIONS = dict(
     data_gamma=None,
     alpha_lr=1.0,
     heap_reuse=True)
+DEFAULT_SEARCH = dict(step=0.5, window=7, channel='mean', highpass=0, subpixel=False)
 # yapf: disable
 # The release's objective, its renderer padding and post-filter: shared by both presets.
 RELEASE_OBJECTIVE = dict(objective='release', lr=(0.3, 0.1), pad_mode='replicate', post_filter=RELEASE_POST_FILTER,
@@ -108,7 +110,17 @@ def _resize(x, size):
     return out.reshape(*lead, *out.shape[-3:])
 
 
-def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=16, per_cell=False):
+def cross_defocus(left,
+                  right,
+                  bank,
+                  max_radius,
+                  step=0.5,
+                  window=7,
+                  chunk_size=16,
+                  per_cell=False,
+                  channel=None,
+                  highpass=0,
+                  subpixel=False):
     """Per-pixel signed radius from the DP cross-convolution identity, with a confidence mask.
 
     A fronto-parallel patch blurred by the left/right kernels ``k_L, k_R`` satisfies ``L * k_R = R * k_L``. Each
@@ -126,6 +138,10 @@ def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=
         per_cell (bool): With a grid of kernels, blur each cell with its own kernels (else with their average:
             one kernel set for the image, cheaper, but the map then inherits the calibration's variation over the
             image, ~10 % of the radius for the Pixel 4).
+        channel, highpass: The planes matched (:func:`defocusgan_plugin.ops.correlation.match_planes`): a channel
+            index (None: the mean of the channels) and a box radius subtracted (0: none).
+        subpixel (bool): Refine the radius between the tried ones
+            (:func:`defocusgan_plugin.ops.correlation.best_radius`).
 
     Returns:
         tuple[Tensor, Tensor]: (1, 1, H, W) radius map and (1, 1, H, W) bool confidence.
@@ -135,7 +151,7 @@ def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=
     grid = tuple(getattr(bank, 'grid', (1, 1)))
     if grid != (1, 1) and not per_cell and hasattr(bank, 'averaged'):
         bank, grid = bank.averaged(), (1, 1)  # resample one kernel set, not one per cell
-    gray_l, gray_r = left.float().mean(1, keepdim=True), right.float().mean(1, keepdim=True)
+    gray_l, gray_r = match_planes(left.float(), right.float(), channel, highpass)
     costs, textures = [], []
     for chunk in probe.split(chunk_size):  # bounds the memory of the FFTs at full resolution
         kernels = bank(chunk).to(left.device, torch.float32)  # (G, 2, m, K, K)
@@ -146,8 +162,8 @@ def cross_defocus(left, right, bank, max_radius, step=0.5, window=7, chunk_size=
         costs.append(cost)
         textures.append(texture)
     cost, texture = torch.cat(costs, 1), torch.cat(textures, 1)
-    best_cost, best = cost.min(1, keepdim=True)
-    radius = probe.to(left.device)[best]
+    best_cost = cost.min(1, keepdim=True)[0]
+    radius = best_radius(cost, probe.to(left.device), subpixel)
     tex = texture.min(1, keepdim=True)[0]
     confident = (best_cost < 0.5 * cost.median(1, keepdim=True)[0]) & (tex > tex.median())
     return radius, confident
@@ -254,6 +270,12 @@ class DPJointSolver:
             considers (:func:`cross_defocus`).
         search_scale (float | str): Resolution (fraction of the input) of the range search and the 'cross' start;
             'auto': ``min(1, 6 / max_radius)`` (the largest radius searched is then ~6 px at that resolution).
+        search (dict | None): How the range search and the 'cross' start match the views (:func:`cross_defocus`):
+            ``step`` (radius spacing, full-resolution pixels; default 0.5), ``window`` (odd; default 7),
+            ``channel`` ('mean', 'red', 'green', 'blue'; default 'mean'), ``highpass`` (box radius; default 0) and
+            ``subpixel`` (default false); ``window`` and ``highpass`` in pixels at the search resolution. Real DP
+            captures with sub-pixel radii need a finer step than 0.5 px, sub-pixel refinement, the green channel
+            and a high-pass against the views' gain differences (as ``DefocusMapNet``'s cue options).
         init (str): 'cross' starts the layers from the cross-convolution map (:func:`cross_defocus`); 'uniform'
             starts from equally visible layers (the release).
         init_mix (float): Share of the uniform layer split mixed into the 'cross' start (see :meth:`init_params`).
@@ -305,6 +327,7 @@ class DPJointSolver:
                  early_stop=_UNSET,
                  max_radius=_UNSET,
                  search_scale=_UNSET,
+                 search=_UNSET,
                  init=_UNSET,
                  init_mix=_UNSET,
                  color_init=_UNSET,
@@ -366,6 +389,11 @@ class DPJointSolver:
             raise ValueError(f'lr must be [start, end], both positive, got {lr}.')
         if opt['search_scale'] != 'auto' and not 0 < float(opt['search_scale']) <= 1:
             raise ValueError(f"search_scale must lie in (0, 1] or be 'auto', got {opt['search_scale']!r}.")
+        search = dict(DEFAULT_SEARCH, **(opt['search'] or {}))
+        if (set(search) - set(DEFAULT_SEARCH) or float(search['step']) <= 0 or int(search['window']) % 2 != 1
+                or search['channel'] not in MATCH_CHANNELS or int(search['highpass']) < 0):
+            raise ValueError(f"search takes step (> 0), window (odd), channel ({', '.join(MATCH_CHANNELS)}), "
+                             f"highpass (>= 0) and subpixel, got {opt['search']}.")
         if float(opt['min_level_radius']) < 0:
             raise ValueError(f"min_level_radius must be >= 0, got {opt['min_level_radius']}.")
         post = opt['post_filter']
@@ -384,6 +412,13 @@ class DPJointSolver:
         self.max_radius = float(opt['max_radius'])
         self.search_scale = (
             min(1.0, 6.0 / self.max_radius) if opt['search_scale'] == 'auto' else float(opt['search_scale']))
+        self.search = dict(
+            search,
+            step=float(search['step']),
+            window=int(search['window']),
+            channel=MATCH_CHANNELS[search['channel']],
+            highpass=int(search['highpass']),
+            subpixel=bool(search['subpixel']))
         self.min_level_radius = float(opt['min_level_radius'])
         self.init, self.init_mix, self.color_init = opt['init'], float(opt['init_mix']), opt['color_init']
         self.amp, self.blur_method, self.pad_mode = bool(opt['amp']), opt['blur_method'], opt['pad_mode']
@@ -533,14 +568,14 @@ class DPJointSolver:
         if radius_range is None or self.init == 'cross':
             scale = self.search_scale
             small = _resize(views_full, (max(1, round(height * scale)), max(1, round(width * scale))))
-            # radii tried every 0.5 full-resolution pixel, whatever the search resolution
+            # radii tried every search step in full-resolution pixels, whatever the search resolution
             radius, confident = cross_defocus(
                 small[:, 0],
                 small[:, 1],
                 self.bank,
                 self.max_radius * scale,
-                step=0.5 * scale,
-                per_cell=self.cross_cells)
+                per_cell=self.cross_cells,
+                **dict(self.search, step=self.search['step'] * scale))
             radius = radius / scale
             if radius_range is None:
                 radius_range = estimate_radius_range(
