@@ -11,6 +11,8 @@ constant offset of the critic's scores changes its loss values but not these gra
                 experiments/defocusgan_slim_photos/models/net_d_latest.pth
 """
 import argparse
+import numpy as np
+import random
 import torch
 
 import defocusgan_plugin  # noqa: F401  # isort: skip  (before basicsr: torchvision alias, registrations)
@@ -43,23 +45,30 @@ def main():
     parser.add_argument('--opt', required=True, help='the training option file of the checkpoints')
     parser.add_argument('--net-g', required=True)
     parser.add_argument('--net-d', nargs='+', required=True)
+    parser.add_argument('--gan-weight', type=float, help="the adversarial term's weight (default: the file's)")
     parser.add_argument('--batches', type=int, default=6)
     parser.add_argument('--threads', type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    for seed in (torch.manual_seed, np.random.seed, random.seed):  # the same crops and flips on every call
+        seed(0)
     opt = read_yaml(args.opt)
     net_g = build_network(opt['network_g']).eval()
     net_g.load_state_dict(load_state_dict_from(args.net_g, 'params')[0])
     net_d = build_network(opt['network_d']).eval()
-    loss = build_loss(opt['train']['gan_opt'])
+    gan_opt = dict(opt['train']['gan_opt'])
+    if args.gan_weight is not None:
+        gan_opt['loss_weight'] = args.gan_weight
+    loss = build_loss(gan_opt)
     dataset = build_dataset(dict(opt['datasets']['train'], phase='train', scale=opt.get('scale', 1)))
     size = opt['datasets']['train']['batch_size_per_gpu']
     batches = []
     for b in range(args.batches):  # spread over the set, the same crops for every critic
         items = [dataset[(b * size + i) * 37 % len(dataset)] for i in range(size)]
         batches.append([torch.stack([it[k] for it in items]) for k in ('lq', 'gt', 'defocus')])
-    print(f'{args.batches} batches of {size} crops; generator {args.net_g}')
+    print(
+        f"{args.batches} batches of {size} crops; generator {args.net_g}; adversarial weight {gan_opt['loss_weight']:g}"
+    )
     for path in args.net_d:
         net_d.load_state_dict(load_state_dict_from(path, 'params')[0])
         ratio, cosine, slope = gradient_ratios(net_g, net_d, loss, batches)

@@ -69,7 +69,7 @@ RECIPES = {
         'train': 'train_defocusgan_slim_photos.yml',
         'tests': ['test_defocusgan_slim_photos.yml'],
         'metric': 'psnr',
-        'label': 'DefocusGAN, slim generator (single image in)',
+        'label': 'DefocusGAN, slim generator (single image in), adversarial weight 0.0005',
     },
     'defocusgan_slim_noguide': {
         'train': 'train_defocusgan_slim_photos.yml',
@@ -104,24 +104,25 @@ RECIPES = {
             'train:gan_start_iter': 3600
         },
     },
+    'defocusgan_slim_paper_weight': {
+        'train': 'train_defocusgan_slim_photos.yml',
+        'tests': ['test_defocusgan_slim_photos.yml'],
+        'metric': 'psnr',
+        'label': "DefocusGAN slim, the paper's adversarial weight 0.002",
+        'suffix': '_paper_weight',
+        'override': {
+            'train:gan_opt:loss_weight': 0.002
+        },
+    },
     'defocusgan_slim_short_critic': {
         'train': 'train_defocusgan_slim_photos.yml',
         'tests': ['test_defocusgan_slim_photos.yml'],
         'metric': 'psnr',
-        'label': 'DefocusGAN slim, critic alone for 1/9 of the run before the adversarial term (release share)',
+        'label': 'DefocusGAN slim, adversarial weight 0.002, critic alone for 1/9 of the run (release share)',
         'suffix': '_short_critic',
         'override': {  # the release's critic trains alone for 10 of its 91 epochs: here 400 of 3600 iterations
-            'train:critic_start_iter': 2000
-        },
-    },
-    'defocusgan_slim_adv_low': {
-        'train': 'train_defocusgan_slim_photos.yml',
-        'tests': ['test_defocusgan_slim_photos.yml'],
-        'metric': 'psnr',
-        'label': 'DefocusGAN slim, adversarial weight 0.0005 (a quarter of the paper\'s)',
-        'suffix': '_adv_low',
-        'override': {
-            'train:gan_opt:loss_weight': 0.0005
+            'train:critic_start_iter': 2000,
+            'train:gan_opt:loss_weight': 0.002
         },
     },
     'defocusgan_release': {
@@ -503,7 +504,7 @@ def main():
     parser.add_argument('--data', default='datasets/photos_dpdd')
     parser.add_argument('--out', default='docs/results/learning_curves')
     parser.add_argument('--work', default='experiments/learning_curves')
-    parser.add_argument('--recipes', nargs='+', default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument('--recipes', nargs='+', choices=list(RECIPES), help='default: all (with --merge: the merged)')
     parser.add_argument('--minutes', type=float, default=60.0, help='training budget per recipe (wall clock)')
     parser.add_argument(
         '--minutes-for', nargs='+', default=[], metavar='RECIPE=MIN', help='another budget for some recipes')
@@ -518,7 +519,30 @@ def main():
         '--evaluate',
         metavar='RESULTS_JSON',
         help='train nothing: score the checkpoints of that run (and the reference rows) on --data, into --out')
+    parser.add_argument(
+        '--merge',
+        nargs='+',
+        default=[],
+        metavar='RESULTS_JSON:KEY[=NEW]',
+        help='take a recipe of another run (as recipe NEW: a recipe renamed since, whose label and override it gets) '
+        'into --out, as --reuse would: runs made apart, e.g. in parallel, in one table and plot')
     args = parser.parse_args()
+    merged = {}
+    for item in args.merge:
+        path, _, keys = item.rpartition(':')
+        key, _, new = keys.partition('=')
+        new = new or key
+        if not osp.isfile(path) or new not in RECIPES:
+            parser.error(f'--merge {item}: needs an existing results.json and a recipe of {", ".join(RECIPES)}')
+        with open(path) as f:
+            other = json.load(f)
+        if key not in other['recipes']:
+            parser.error(f'--merge {item}: no recipe {key!r} in {path} (it has {", ".join(other["recipes"])})')
+        merged[new] = (other, dict(other['recipes'][key], key=new, merged_from=f'{path}:{key}'))
+        merged[new][1].update({k: RECIPES[new][k]
+                               for k in ('label', 'metric')},
+                              override=RECIPES[new].get('override', {}))
+    args.recipes = args.recipes or (list(merged) if merged else list(RECIPES))
     for key in ('out', 'work'):
         setattr(args, key, osp.abspath(getattr(args, key)))
         os.makedirs(getattr(args, key), exist_ok=True)
@@ -533,6 +557,12 @@ def main():
         results = {k: v for k, v in saved['recipes'].items() if k in args.recipes}
         for result in results.values():  # curves read again from the logs (the reader may have changed)
             read_curve(result)
+    for key, (other, result) in merged.items():
+        results[key] = result
+        read_curve(result)
+        saved.setdefault('references', other['references'])  # the same data: the reference rows stand
+        saved['commands'] = saved.get('commands',
+                                      []) + [c for c in other['commands'] if c not in saved.get('commands', [])]
     budgets = {}
     for item in args.minutes_for:
         key, _, minutes = item.partition('=')
@@ -556,8 +586,10 @@ def main():
                 for test_file in RECIPES[result['key']]['tests']
             }
     commands = saved.get('commands', [saved['command']] if 'command' in saved else [])
-    if args.reuse and not trained and saved.get('references'):
+    if (args.reuse or merged) and not trained and saved.get('references'):
         refs = saved['references']  # nothing new trained: the reference rows stand (only the curves are re-read)
+        if merged:
+            commands.append(command)
     else:
         refs = references(args, results)
         commands.append(command)
