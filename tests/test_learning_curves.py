@@ -115,3 +115,19 @@ def test_photo_recipes_train_and_their_test_files_load_the_checkpoint(tmp_path, 
     if 'defocus_map' not in recipe:  # strict loading of the checkpoint through the recipe's test file (raises)
         run_test(tiny_options(test_file, tmp_path, synthetic_root, {'val:save_img': False}), tmp_path)
         assert (tmp_path / 'results' / name).is_dir()
+
+
+@pytest.mark.parametrize('item, message', [('missing.json:defocusgan_slim', 'needs an existing results.json'),
+                                           ('{json}:mccnet', "no recipe 'mccnet' in"),
+                                           ('{json}:defocusgan_slim=renamed', 'needs an existing results.json')])
+def test_merge_refuses_what_it_cannot_take_naming_the_item(tmp_path, item, message):
+    import json
+    import subprocess
+    import sys
+    results = tmp_path / 'results.json'
+    results.write_text(json.dumps({'commands': [], 'references': {}, 'recipes': {'defocusgan_slim': {}}}))
+    item = item.format(json=results)
+    command = [sys.executable, osp.join(ROOT, 'scripts', 'learning_curves.py'), '--out', str(tmp_path / 'out')]
+    proc = subprocess.run(command + ['--merge', item], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and f'--merge {item}: {message}' in proc.stderr, proc.stderr
+    assert not (tmp_path / 'out').exists()  # refused before anything is written
