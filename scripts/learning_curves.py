@@ -538,10 +538,9 @@ def main():
             other = json.load(f)
         if key not in other['recipes']:
             parser.error(f'--merge {item}: no recipe {key!r} in {path} (it has {", ".join(other["recipes"])})')
-        merged[new] = (other, dict(other['recipes'][key], key=new, merged_from=f'{path}:{key}'))
-        merged[new][1].update({k: RECIPES[new][k]
-                               for k in ('label', 'metric')},
-                              override=RECIPES[new].get('override', {}))
+        recipe = RECIPES[new]  # the entry is described as the recipe it is now known as
+        described = {'key': new, 'label': recipe['label'], 'metric': recipe['metric'], 'merged_from': f'{path}:{key}'}
+        merged[new] = (other, {**other['recipes'][key], **described, 'override': recipe.get('override', {})})
     args.recipes = args.recipes or (list(merged) if merged else list(RECIPES))
     for key in ('out', 'work'):
         setattr(args, key, osp.abspath(getattr(args, key)))
@@ -561,8 +560,8 @@ def main():
         results[key] = result
         read_curve(result)
         saved.setdefault('references', other['references'])  # the same data: the reference rows stand
-        saved['commands'] = saved.get('commands',
-                                      []) + [c for c in other['commands'] if c not in saved.get('commands', [])]
+        commands = saved.setdefault('commands', [])
+        commands += [c for c in other['commands'] if c not in commands]
     budgets = {}
     for item in args.minutes_for:
         key, _, minutes = item.partition('=')
