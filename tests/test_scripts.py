@@ -147,3 +147,33 @@ def test_gan_gradient_ratio_scales_with_the_weight_and_ignores_the_critics_offse
 
     shifted, _, _ = probe.gradient_ratios(net_g, Offset(), DefocusAdversarialLoss(0.002, weighting='paper'), batches)
     assert torch.allclose(shifted, ratio)
+
+
+def test_score_map_against_depth_ranks_a_map_by_its_agreement_with_the_depth(tmp_path):
+    """scripts/score_map_against_depth.py: a map affine in the inverse-depth target scores correlation 1 and ~0 of
+    the floor, a constant-plus-noise map about the floor; a map of the wrong size is refused naming the file."""
+    import cv2
+    from conftest import run_python
+    size = 48
+    depth = np.where(np.arange(size)[None] < size // 2, 0.7, 2.5) * np.ones((size, 1))
+    pair = tmp_path / 'box' / '001'
+    pair.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for side in 'lr':
+        cv2.imwrite(str(pair / f'{side}.png'), rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    grey = np.round(depth * 25.5).astype(np.uint8)  # Sdirt's grey depth: value / 255 * 10 m
+    cv2.imwrite(str(pair / 'd.png'), np.dstack([grey, grey, grey, np.full_like(grey, 255)]))
+    maps = {'depth': -3.0 * (1.0 - 1.0 / depth), 'noise': rng.normal(0, 1, (size, size)), 'small': np.zeros((8, 8))}
+    for name, value in maps.items():
+        np.save(tmp_path / f'{name}.npy', value.astype(np.float32))
+    script = osp.join(SCRIPTS, 'score_map_against_depth.py')
+    proc = run_python(
+        [script, str(pair),
+         str(tmp_path / 'depth.npy'),
+         str(tmp_path / 'noise.npy'), '--border', '2'], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    depth_line, noise_line = proc.stdout.strip().splitlines()
+    assert 'Pearson -1.000' in depth_line and 'AIWE(1) / floor 0.000' in depth_line  # negative: sign-free metrics
+    assert float(noise_line.split('floor ')[1].split()[0]) > 0.9
+    proc = run_python([script, str(pair), str(tmp_path / 'small.npy')], tmp_path)
+    assert proc.returncode == 2 and f"{tmp_path / 'small.npy'}: a 8x8 map for 48x48 views" in proc.stderr
