@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 from defocusgan_plugin.data.dp_raw_dataset import DPRawPixel4Dataset
 from defocusgan_plugin.data.dp_synthesis import embedded_scenes, sample_coc, synthesize_dp
@@ -12,6 +13,7 @@ from defocusgan_plugin.data.fake_pixel4 import write_fake_pixel4
 from defocusgan_plugin.dp_cli import REAL_SEARCH, PairReader, dp_joint_options, main, parse_args
 from defocusgan_plugin.models.map_validation_model import diverging_colormap
 from defocusgan_plugin.utils.dp_pairs import DPPair, depth_path, find_dp_pairs
+from defocusgan_plugin.utils.options import read_yaml
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # tiny tensors (conftest.one_thread)
 
@@ -177,6 +179,16 @@ def test_real_search_sets_the_solvers_search_for_png_views_only(capsys):
     solver = dp_joint_options(args)['solver']
     assert solver['search'] == REAL_SEARCH and solver['search_scale'] == 0.5 and solver['preset'] == 'fast'
     assert 'search' not in dp_joint_options(parse_args(['l.png', 'r.png', '-o', 'out'])[1])['solver']
+    # REAL_SEARCH is test_dp_maps_sdirt.yml's cue at that file's scale, its step in full-resolution pixels
+    sdirt = read_yaml(ROOT / 'options' / 'test' / 'test_dp_maps_sdirt.yml')
+    cue, scale = sdirt['network_map'], sdirt['datasets']['test_1']['scale']
+    assert scale == solver['search_scale'] and REAL_SEARCH == {
+        'step': cue['match_step'] / scale,
+        'window': cue['match_window'],
+        'channel': cue['match_channel'],
+        'highpass': cue['match_highpass'],
+        'subpixel': cue['match_subpixel']
+    }
     with pytest.raises(SystemExit) as exc:
         parse_args(['frames', '-o', 'out', '--raw', '--real-search'])
     assert exc.value.code == 2 and '--real-search matches RGB PNG views' in capsys.readouterr().err

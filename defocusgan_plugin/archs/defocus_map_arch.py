@@ -142,13 +142,12 @@ class DefocusMapNet(nn.Module):
         self.num_level = num_level
         self.corr_disp, self.corr_window = int(corr_disp), int(corr_window)
         self.match_window = int(match_window)
-        channels = MATCH_CHANNELS
-        if match_channel not in channels or (channels[match_channel] is not None and in_ch != 6):
+        if match_channel not in MATCH_CHANNELS or (MATCH_CHANNELS[match_channel] is not None and in_ch != 6):
             raise ValueError(f"DefocusMapNet: match_channel must be 'mean', or 'red' / 'green' / 'blue' with RGB views "
                              f'(in_ch 6); got {match_channel!r} with in_ch {in_ch}.')
         if match_highpass < 0:
             raise ValueError(f'DefocusMapNet: match_highpass must be >= 0 (a box radius), got {match_highpass}.')
-        self.match_channel, self.match_highpass = channels[match_channel], int(match_highpass)
+        self.match_channel, self.match_highpass = MATCH_CHANNELS[match_channel], int(match_highpass)
         self.match_subpixel = bool(match_subpixel)
         num_cue = 2 * self.corr_disp + 2 if self.corr_disp else 0
         if match_step > 0:

@@ -412,13 +412,14 @@ class DPJointSolver:
         self.max_radius = float(opt['max_radius'])
         self.search_scale = (
             min(1.0, 6.0 / self.max_radius) if opt['search_scale'] == 'auto' else float(opt['search_scale']))
-        self.search = dict(
-            search,
-            step=float(search['step']),
-            window=int(search['window']),
-            channel=MATCH_CHANNELS[search['channel']],
-            highpass=int(search['highpass']),
-            subpixel=bool(search['subpixel']))
+        # cross_defocus's arguments (the channel as an index)
+        self.search = {
+            'step': float(search['step']),
+            'window': int(search['window']),
+            'channel': MATCH_CHANNELS[search['channel']],
+            'highpass': int(search['highpass']),
+            'subpixel': bool(search['subpixel'])
+        }
         self.min_level_radius = float(opt['min_level_radius'])
         self.init, self.init_mix, self.color_init = opt['init'], float(opt['init_mix']), opt['color_init']
         self.amp, self.blur_method, self.pad_mode = bool(opt['amp']), opt['blur_method'], opt['pad_mode']
