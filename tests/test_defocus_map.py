@@ -14,6 +14,7 @@ from defocusgan_plugin.losses.reblur_loss import ReblurGeometricLoss
 from defocusgan_plugin.metrics.defocus_map_metric import calculate_aiwe1, calculate_aiwe2, calculate_spearman_error
 from defocusgan_plugin.models.defocus_map_model import DefocusMapModel
 from defocusgan_plugin.ops.deconv import deconv_layered
+from defocusgan_plugin.ops.psf import dp_psf, kernel_size_for
 from defocusgan_plugin.ops.render import reblur_coc
 
 SYNTH_PSF = {k: v for k, v in DEFAULT_PSF.items() if k in ('order', 'cutoff', 'beta', 'sigma')}
@@ -190,7 +191,6 @@ def test_gradient_prior_reductions_and_edge_awareness():
     with pytest.raises(ValueError, match='reduction'):
         MapGradientPriorLoss(reduction='none')
 
-
 # ---------------------------------------------------------------------- network
 def test_map_network_any_size_bounded_and_small():
     net = DefocusMapNet(cap=25.0)
@@ -253,6 +253,19 @@ def test_deconvolution_inverts_the_layered_blur(scene, method, kwargs):
     inner = (..., slice(6, -6), slice(6, -6))
     assert psnr(sharp[inner], scene['gt'][inner]) > psnr(blurred[inner], scene['gt'][inner]) + 3
     assert torch.equal(deconv_layered(blurred, torch.zeros_like(coc), kernels, method), blurred)  # in focus
+
+
+def test_deconvolution_has_no_border_artefact():
+    """An exact kernel without noise: a 5-px disk is undone across the whole image, borders included (the FFT grid
+    once held a reflect pad in zeros, and the step at its edge rang through the image: 12 dB, below the input)."""
+    import skimage.data
+    image = cv2.resize(skimage.data.astronaut(), (96, 96), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    views = synthesize_dp(image, np.full((96, 96), 5.0, np.float32), rng=None)
+    psf = dict(DEFAULT_PSF)
+    kernels = dp_psf(torch.arange(0.0, 6.0), kernel_size_for(5.0, psf['sigma']), **psf).mean(0)  # combined view
+    blurred, sharp = (torch.from_numpy(views[k]).permute(2, 0, 1)[None] for k in ('combined', 'target'))
+    restored = deconv_layered(blurred, torch.full((1, 1, 96, 96), 5.0), kernels, reg=1e-3, linear_light=True)
+    assert psnr(restored, sharp) > psnr(blurred, sharp) + 5
 
 
 # ---------------------------------------------------------------------- model

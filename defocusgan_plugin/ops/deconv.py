@@ -3,11 +3,12 @@
 The blurred image is deconvolved once per integer |CoC| radius with that radius's kernel (Wiener with a gradient
 prior, or Richardson-Lucy), and the per-radius results are blended per pixel with the same tent weights that the
 reblur uses (:func:`defocusgan_plugin.ops.render.tent_weights`), so deconvolution inverts exactly the layered model
-of stage 1. Everything runs in the FFT domain on a reflect-padded image; the padding absorbs the wrap-around.
+of stage 1. Everything runs in the FFT domain on the image's mirror extension (periodic and continuous: no
+wrap-around edge).
 """
 import torch
 
-from defocusgan_plugin.ops.render import fast_fft_len, linear_to_srgb, pad2d, srgb_to_linear, tent_weights
+from defocusgan_plugin.ops.render import linear_to_srgb, srgb_to_linear, tent_weights
 
 
 def _kernel_spectrum(kernels, size):
@@ -31,16 +32,25 @@ def _is_delta(kernel):
 
 
 class _PaddedSpectrum:
-    """A reflect-padded image and its FFT grid, shared by all the kernels that deconvolve it."""
+    """The image's mirror extension and its FFT grid, shared by all the kernels that deconvolve it.
+
+    ``[x, flip(x)]`` in both dimensions is periodic and continuous, so the FFT's circular model sees no edge. A
+    reflect pad inside a zero-filled FFT grid left a step at the grid's border, and deconvolution amplifies a step
+    at the kernels' spectral zeros across the whole image (measured: a 5-px disk, exact kernel, no noise, gradient
+    weight 1e-3: 12.0 dB against 28.7 dB with the mirror extension).
+    """
 
     def __init__(self, image, kernel_size):
         self.h, self.w = image.shape[-2:]
-        self.pad = kernel_size  # a full kernel width on each side keeps the circular wrap inside the padding
-        self.padded = pad2d(image, self.pad)
-        self.size = (fast_fft_len(self.padded.shape[-2]), fast_fft_len(self.padded.shape[-1]))
+        if kernel_size > 2 * min(self.h, self.w):
+            raise ValueError(f'deconvolution: the {kernel_size}-px kernel is larger than twice the {self.h}x{self.w} '
+                             'image.')
+        wide = torch.cat([image, image.flip(-1)], -1)
+        self.padded = torch.cat([wide, wide.flip(-2)], -2)
+        self.size = tuple(self.padded.shape[-2:])
 
     def crop(self, x):
-        return x[..., self.pad:self.pad + self.h, self.pad:self.pad + self.w]
+        return x[..., :self.h, :self.w]
 
 
 def wiener_deconv(image, kernel, reg=1e-2, grid=None, image_spectrum=None):

@@ -1,0 +1,116 @@
+"""What limits the "defocus map + deconvolution" path: the layered Wiener deconvolution with the GT map and the set's
+true PSFs (an oracle: no map or kernel error), on a synthetic DP set made by ``make_synthetic_dpdd.py``.
+
+    python scripts/deconv_oracle.py --data datasets/photos_dpdd --split val --regs 0.01 0.03 0.1 0.3
+
+Each image is deblurred three times, each time from a blurred image with less in it than the last:
+
+* ``stored``: the set's blurred combined view (its noise, vignetting and depth edges);
+* ``clean``: the same photo, map and PSF rendered again without noise and vignetting (depth edges remain);
+* ``uniform``: the same photo and PSF rendered with one blur radius everywhere (the image's mean |CoC|: no edges).
+
+The deconvolution (:func:`defocusgan_plugin.ops.deconv.deconv_layered`) assumes each pixel is blurred by the kernel
+of its own radius (the "gather" model). How well that model explains the clean rendering, which composites blurred
+layers over each other (occlusion), is printed beside the gains: the PSNR of the gather reblur of the sharp image
+against the rendered blurred image. PSF, noise and vignetting of each image come from the set's ``manifest.json``
+(without one: the embedded set's default PSF). Prints a markdown table; PSNR on [0, 1] sRGB images.
+"""
+import argparse
+import glob
+import json
+import numpy as np
+import os
+import torch
+from os import path as osp
+
+import defocusgan_plugin  # noqa: F401  # isort: skip  (before basicsr: torchvision alias, registrations)
+from basicsr.utils import img2tensor
+
+from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, synthesize_dp
+from defocusgan_plugin.ops.deconv import deconv_layered
+from defocusgan_plugin.ops.psf import dp_psf, kernel_size_for
+from defocusgan_plugin.ops.render import reblur_coc
+from defocusgan_plugin.utils.img_io import read_image
+
+CONDITIONS = ('stored', 'clean', 'uniform')
+
+
+def read(path):
+    return read_image(path)[0][..., ::-1].copy()  # RGB float32 in [0, 1], 8- or 16-bit
+
+
+def psnr(a, b):
+    return float(10 * torch.log10(1 / (a - b).pow(2).mean()))
+
+
+def image_formation(data):
+    """Image name -> its PSF options, from the set's manifest (the embedded set's default without one)."""
+    path = osp.join(data, 'manifest.json')
+    if not osp.isfile(path):
+        return {}
+    with open(path) as f:
+        manifest = json.load(f)
+    return {image['name']: image['psf'] for photo in manifest.get('photos', []) for image in photo.get('images', [])}
+
+
+def combined_kernels(psf, max_radius):
+    """The combined view's kernels of the radii 0..max_radius (mean of the DP halves: the full aperture)."""
+    psf = dict(psf)
+    ramp_width = psf.pop('ramp_width', 1.0)
+    radii = torch.arange(0.0, max_radius + 1.0)
+    return dp_psf(
+        radii, kernel_size_for(float(max_radius), psf.get('sigma', 0.0)), ramp_width=ramp_width, **psf).mean(0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data', default='datasets/photos_dpdd', help='a synthetic DPDD-layout set with GT maps')
+    parser.add_argument('--split', default='val')
+    parser.add_argument('--regs', type=float, nargs='+', default=[0.01, 0.03, 0.1, 0.3], help='Wiener prior weights')
+    parser.add_argument('--limit', type=int, default=0, help='first N images only (0: all)')
+    parser.add_argument('--threads', type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    maps = sorted(glob.glob(osp.join(args.data, f'{args.split}_defocus', '*.npy')))[:args.limit or None]
+    if not maps:
+        parser.error(f'--data {args.data} --split {args.split}: no GT maps in {args.split}_defocus/')
+    psfs = image_formation(args.data)
+    gains = {(c, r): [] for c in CONDITIONS for r in args.regs}
+    fidelity, inputs = {c: [] for c in CONDITIONS[1:]}, {c: [] for c in CONDITIONS}
+    for map_path in maps:
+        name = osp.splitext(osp.basename(map_path))[0]
+        coc = np.load(map_path).astype(np.float32)
+        sharp = read(osp.join(args.data, f'{args.split}_c', 'target', f'{name}.png'))
+        psf = psfs.get(name, DEFAULT_PSF)
+        uniform = np.full_like(coc, float(np.abs(coc).mean()))
+        blurred = {
+            'stored': read(osp.join(args.data, f'{args.split}_c', 'source', f'{name}.png')),
+            'clean': synthesize_dp(sharp, coc, rng=None, psf=psf)['combined'],
+            'uniform': synthesize_dp(sharp, uniform, rng=None, psf=psf)['combined'],
+        }
+        truth = img2tensor(sharp, bgr2rgb=False)[None]
+        kernels = combined_kernels(psf, int(np.ceil(np.abs(coc).max())))
+        for cond, image in blurred.items():
+            image = img2tensor(np.ascontiguousarray(image), bgr2rgb=False)[None]
+            value = torch.from_numpy(np.abs(uniform if cond == 'uniform' else coc))[None, None]
+            inputs[cond].append(psnr(image, truth))
+            if cond != 'stored':
+                model = reblur_coc(truth, value, kernels, linear_light=True, composite='gather')[0]
+                fidelity[cond].append(psnr(model.clamp(0, 1), image))
+            for reg in args.regs:
+                restored = deconv_layered(image, value, kernels, 'wiener', linear_light=True, reg=reg)
+                gains[cond, reg].append(psnr(restored, truth) - inputs[cond][-1])
+    print(f'Oracle deconvolution (GT maps, true PSFs), `{args.data}` {args.split} split, {len(maps)} images; '
+          'gain in PSNR over the blurred input (dB), by Wiener prior weight.\n')
+    print('| blurred image | input PSNR | gather model vs image (dB) | ' + ' | '.join(f'reg {r:g}'
+                                                                                      for r in args.regs) + ' |')
+    print('| --- | ---: | ---: | ' + ' | '.join('---:' for _ in args.regs) + ' |')
+    for cond in CONDITIONS:
+        model = f'{np.mean(fidelity[cond]):.1f}' if cond in fidelity else ''
+        cells = ' | '.join(f'{np.mean(gains[cond, r]):+.2f}' for r in args.regs)
+        print(f'| {cond} | {np.mean(inputs[cond]):.2f} | {model} | {cells} |')
+
+
+if __name__ == '__main__':
+    os.environ.setdefault('OMP_NUM_THREADS', '2')
+    main()
