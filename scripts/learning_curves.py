@@ -53,11 +53,34 @@ RECIPES = {
         'metric': 'aiwe1',
         'label': 'stage 1: DefocusMapNet + learnable kernel (DP, unsupervised)',
     },
+    'defocus_map_raw_cue': {
+        'train': 'train_defocus_map_photos.yml',
+        'tests': ['test_defocus_map_photos.yml', 'test_defocus_deconv_photos.yml'],
+        'metric': 'aiwe1',
+        'label': 'stage 1, cue without its high-pass (the recipe before match_highpass: 7)',
+        'suffix': '_raw_cue',
+        'override': {
+            'network_map:match_highpass': 0
+        },
+    },
     'defocus_map_supervised': {
         'train': 'train_defocus_map_supervised_photos.yml',
         'tests': ['test_defocus_map_photos.yml'],
         'metric': 'aiwe1',
         'label': 'stage 1 + our supervised map loss (train.map_opt: L1 to the GT map)',
+    },
+    'defocus_map_supervised_affine': {
+        'train': 'train_defocus_map_supervised_photos.yml',
+        'tests': ['test_defocus_map_photos.yml'],
+        'metric': 'aiwe1',
+        'label': 'stage 1 + our supervised map loss, affine-invariant (AffineInvariantMapLoss, the form of AIWE)',
+        'suffix': '_affine',
+        'override': {
+            'train:map_opt': {
+                'type': 'AffineInvariantMapLoss',
+                'loss_weight': 500.0
+            }
+        },
     },
     'mccnet': {
         'train': 'train_mccnet_photos.yml',
@@ -132,6 +155,8 @@ RECIPES = {
         'label': 'DefocusGAN, release generator (single image in)',
     },
 }
+# test flags that score the options' untrained networks (DefocusMapNet's zero-initialised head: exactly its cue)
+UNTRAINED = ['--force_yml', 'path:pretrain_network_map=~', 'path:pretrain_network_kernel=~']
 # iteration-valued option keys that the budget rescales (a list value: every element)
 SCHEDULE_KEYS = ('train:total_iter', 'train:scheduler:milestones', 'train:scheduler:periods', 'train:gan_start_iter',
                  'train:critic_start_iter', 'train:prior_start_iter', 'train:guidance:anneal_iters',
@@ -319,8 +344,12 @@ def train_recipe(key, args):
         'test': {},
     }
     read_curve(result)
+    network_map = opt.get('network_map')
+    if network_map:  # stage 1: scored with the cue options it trained with, and against its own untrained cue
+        result['network_map'] = network_map
+        result['cue'] = run_test('test_defocus_map_photos.yml', name, args, UNTRAINED, '_untrained', network_map)
     for test_file in RECIPES[key]['tests']:
-        result['test'][test_file] = run_test(test_file, name, args)
+        result['test'][test_file] = run_test(test_file, name, args, network_map=network_map)
     return result
 
 
@@ -342,10 +371,16 @@ def read_curve(result):
     }
 
 
-def run_test(test_file, train_name, args, extra=(), tag=''):
-    """Scores a recipe's checkpoint (or the options' own weights with ``extra``) with its options/test file."""
+def run_test(test_file, train_name, args, extra=(), tag='', network_map=None):
+    """Scores a recipe's checkpoint (or the options' own weights with ``extra``) with its options/test file.
+
+    ``network_map`` replaces the test file's map network options: the cue options are buffers, not weights, so
+    strict loading would not catch a test run whose cue differs from the one the checkpoint was trained with.
+    """
     with open(osp.join(ROOT, 'options', 'test', test_file)) as f:
         opt = yaml.safe_load(f)
+    if network_map and 'network_map' in opt:
+        opt['network_map'] = network_map
     base = opt['name']
     stage1 = 'network_map' in opt
     # a stage-1 test file serves several recipes (and the references): its run is named after both when they differ
@@ -375,11 +410,7 @@ def references(args, results):
         refs[f'input_{split}'] = {name: value for name, (value, _) in scores.items()}
         split_args = argparse.Namespace(**{**vars(args), 'split': split})
         refs[f'cue_{split}'] = run_test(
-            'test_defocus_map_photos.yml',
-            'defocus_map_photos',
-            split_args,
-            extra=['--force_yml', 'path:pretrain_network_map=~', 'path:pretrain_network_kernel=~'],
-            tag=f'_untrained_{split}')
+            'test_defocus_map_photos.yml', 'defocus_map_photos', split_args, extra=UNTRAINED, tag=f'_untrained_{split}')
         refs[f'deconv_gt_{split}'] = run_test(
             'test_defocus_deconv_photos.yml',
             'defocus_map_photos',
@@ -429,13 +460,13 @@ def write_table(args, results, refs, commands):
             row(label, test, res)
     if f'deconv_gt_{split}' in refs:
         row('GT map + Wiener deconvolution (upper bound of the map path)', refs[f'deconv_gt_{split}'])
-    for key in ('defocus_map', 'defocus_map_supervised'):
-        if key in results:
-            trained = results[key]['test']['test_defocus_map_photos.yml']['aiwe1']
+    for key, res in results.items():
+        if 'test_defocus_map_photos.yml' in res['test']:
+            trained = res['test']['test_defocus_map_photos.yml']['aiwe1']
+            own = res.get('cue', cue)['aiwe1']  # runs before the per-recipe cue: the reference row's
             lines += [
-                '', f'{results[key]["label"]}: AIWE(1) {trained:.3f} px against {cue["aiwe1"]:.3f} px for its '
-                f'untrained cue ({100 * (1 - trained / cue["aiwe1"]):+.0f} % lower is better: positive = below the '
-                'cue).'
+                '', f'{res["label"]}: AIWE(1) {trained:.3f} px against {own:.3f} px for its untrained cue '
+                f'({100 * (1 - trained / own):+.0f} % lower is better: positive = below the cue).'
             ]
     with open(osp.join(args.out, 'table.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
@@ -581,7 +612,8 @@ def main():
             results = {k: v for k, v in json.load(f)['recipes'].items() if k in args.recipes}
         for result in results.values():
             result['test'] = {
-                test_file: run_test(test_file, result['name'], args, tag='_eval')
+                test_file:
+                run_test(test_file, result['name'], args, tag='_eval', network_map=result.get('network_map'))
                 for test_file in RECIPES[result['key']]['tests']
             }
     commands = saved.get('commands', [saved['command']] if 'command' in saved else [])

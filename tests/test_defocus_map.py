@@ -9,6 +9,7 @@ from conftest import FAST, TINY_DEFOCUS_MAP, load_options, run_python, run_test,
 from defocusgan_plugin.archs.blur_kernel_arch import LearnableBlurKernel
 from defocusgan_plugin.archs.defocus_map_arch import DefocusMapNet, SoftClip, view_correlation
 from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, synthesize_dp
+from defocusgan_plugin.losses.affine_invariant_loss import AffineInvariantMapLoss
 from defocusgan_plugin.losses.map_gradient_loss import MapGradientPriorLoss
 from defocusgan_plugin.losses.reblur_loss import ReblurGeometricLoss
 from defocusgan_plugin.metrics.defocus_map_metric import calculate_aiwe1, calculate_aiwe2, calculate_spearman_error
@@ -190,6 +191,27 @@ def test_gradient_prior_reductions_and_edge_awareness():
     assert MapGradientPriorLoss(edge_weight=10.0)(step, edge) < 1e-3 * MapGradientPriorLoss()(step, edge)
     with pytest.raises(ValueError, match='reduction'):
         MapGradientPriorLoss(reduction='none')
+
+
+def test_affine_invariant_map_loss_ignores_scale_and_offset_only():
+    """AffineInvariantMapLoss: zero for any affine copy of the target (what AIWE(1) forgives), positive for an error
+    the fit cannot explain, with a gradient through the fit; weight-0 pixels (no depth) do not count."""
+    torch.manual_seed(0)
+    gt = torch.randn(2, 1, 16, 16)
+    loss = AffineInvariantMapLoss()
+    assert float(loss(-2.5 * gt + 3.0, gt)) < 1e-5 < 1e-5 * float(loss.__class__(loss_weight=1e5)(gt**2, gt))
+    noisy = (gt + 0.3 * torch.randn_like(gt)).requires_grad_()
+    value = loss(noisy, gt)
+    value.backward()
+    assert 0.1 < float(value) < 0.4 and noisy.grad.abs().sum() > 0
+    weight = torch.ones_like(gt)
+    weight[..., :4] = 0
+    corrupted = gt.clone()
+    corrupted[..., :4] = 100.0
+    assert float(loss(corrupted, gt, weight=weight)) < 1e-5 < float(loss(corrupted, gt))
+    with pytest.raises(ValueError, match='reduction'):
+        AffineInvariantMapLoss(reduction='none')
+
 
 # ---------------------------------------------------------------------- network
 def test_map_network_any_size_bounded_and_small():

@@ -33,6 +33,23 @@ def test_every_recipe_has_its_files_and_test_networks_match(lc):
                     assert test[net] == train[net], (key, test_file, net)
 
 
+def test_stage1_tests_use_the_cue_options_the_checkpoint_trained_with(lc, tmp_path, monkeypatch):
+    """The cue's options are buffers, not weights: strict loading cannot catch a test file whose cue differs from the
+    recipe's (e.g. an override of match_highpass), so run_test writes the trained network options into the test run."""
+    written = []
+    monkeypatch.setattr(lc, 'run_entry', lambda kind, opt_path, *a, **k: written.append(opt_path))
+    monkeypatch.setattr(lc, 'newest', lambda *a: None)
+    monkeypatch.setattr(lc, 'parse_validation', lambda log: {'aiwe1': (1.0, None)})
+    args = argparse.Namespace(data='datasets/photos_dpdd', split='test', work=str(tmp_path), threads=1)
+    trained = lc.recipe_options('defocus_map_raw_cue', args)['network_map']
+    assert trained['match_highpass'] == 0 != _load('test',
+                                                   'test_defocus_map_photos.yml')['network_map']['match_highpass']
+    for test_file in lc.RECIPES['defocus_map_raw_cue']['tests']:
+        assert lc.run_test(test_file, 'defocus_map_photos_raw_cue', args, network_map=trained) == {'aiwe1': 1.0}
+        with open(written[-1]) as f:
+            assert yaml.safe_load(f)['network_map'] == trained
+
+
 def test_budget_rescales_every_iteration_count(lc):
     args = argparse.Namespace(data='datasets/photos_dpdd')
     opt = lc.recipe_options('defocusgan_slim', args)

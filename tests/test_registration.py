@@ -14,8 +14,10 @@ EXPECTED = {
         'DefocusGANGenerator', 'DefocusGANReleaseGenerator', 'PatchGANDiscriminator', 'DefocusMapNet',
         'DefocusMapReleaseNet', 'LearnableBlurKernel', 'MCCNet'
     ],
-    'loss':
-    ['DefocusAdversarialLoss', 'VGG19PerceptualLoss', 'MSSSIMLoss', 'MapGradientPriorLoss', 'ReblurGeometricLoss'],
+    'loss': [
+        'DefocusAdversarialLoss', 'VGG19PerceptualLoss', 'MSSSIMLoss', 'MapGradientPriorLoss', 'ReblurGeometricLoss',
+        'AffineInvariantMapLoss'
+    ],
     'model': ['DefocusGANModel', 'DefocusMapModel', 'DefocusDeconvModel', 'DPDeblurModel', 'DPJointOptimModel'],
 }
 
