@@ -17,8 +17,9 @@ one), each as a user would run it: ``python -m defocusgan_plugin.train`` in a su
   the log's time stamps (minutes include validation).
 * Test: the last checkpoint through ``python -m defocusgan_plugin.test`` with the recipe's ``options/test`` file.
   Reference rows on the same splits: the blurred input, the untrained DP cue of the map network (the stage-1 target
-  is relative to it) and the model-based path that needs no training of its own beyond stage 1 (map +
-  deconvolution), and the deconvolution with the GT maps as its upper bound.
+  is relative to it; each stage-1 recipe is tested, and compared, with the cue options it trained with) and the
+  model-based path that needs no training of its own beyond stage 1 (map + deconvolution), and the deconvolution with
+  the GT maps as its upper bound.
 * Health: losses finite, the NaN guard's skipped updates counted, the end of each curve compared with its best.
 
 Writes into ``--out``: ``results.json`` (everything), ``table.md`` and ``curves.png`` (validation PSNR / AIWE(1)
