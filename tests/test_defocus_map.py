@@ -288,6 +288,8 @@ def test_deconvolution_has_no_border_artefact():
     blurred, sharp = (torch.from_numpy(views[k]).permute(2, 0, 1)[None] for k in ('combined', 'target'))
     restored = deconv_layered(blurred, torch.full((1, 1, 96, 96), 5.0), kernels, reg=1e-3, linear_light=True)
     assert psnr(restored, sharp) > psnr(blurred, sharp) + 5
+    with pytest.raises(ValueError, match='larger than twice the 8x8 image'):
+        deconv_layered(blurred[..., :8, :8], torch.full((1, 1, 8, 8), 5.0), dp_psf(torch.tensor([0.0, 9.0]), 19)[0])
 
 
 # ---------------------------------------------------------------------- model
