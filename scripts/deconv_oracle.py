@@ -19,7 +19,6 @@ import argparse
 import glob
 import json
 import numpy as np
-import os
 import torch
 from os import path as osp
 
@@ -112,5 +111,4 @@ def main():
 
 
 if __name__ == '__main__':
-    os.environ.setdefault('OMP_NUM_THREADS', '2')
     main()

@@ -100,8 +100,8 @@ def richardson_lucy(image, kernel, iterations=30, eps=1e-6, grid=None):
     kf = _kernel_spectrum(kernel.to(image.dtype), grid.size)
     size = grid.size
 
-    def conv(x, spectrum):
-        return torch.fft.irfft2(torch.fft.rfft2(x, s=size) * spectrum, s=size)[..., :x.shape[-2], :x.shape[-1]]
+    def conv(x, spectrum):  # circular on the mirror extension: no crop needed
+        return torch.fft.irfft2(torch.fft.rfft2(x) * spectrum, s=size)
 
     estimate = observed.clamp_min(eps)
     for _ in range(int(iterations)):
