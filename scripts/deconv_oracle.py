@@ -9,11 +9,16 @@ Each image is deblurred three times, each time from a blurred image with less in
 * ``clean``: the same photo, map and PSF rendered again without noise and vignetting (depth edges remain);
 * ``uniform``: the same photo and PSF rendered with one blur radius everywhere (the image's mean |CoC|: no edges).
 
-The deconvolution (:func:`defocusgan_plugin.ops.deconv.deconv_layered`) assumes each pixel is blurred by the kernel
-of its own radius (the "gather" model). How well that model explains the clean rendering, which composites blurred
-layers over each other (occlusion), is printed beside the gains: the PSNR of the gather reblur of the sharp image
-against the rendered blurred image. PSF, noise and vignetting of each image come from the set's ``manifest.json``
-(without one: the embedded set's default PSF). Prints a markdown table; PSNR on [0, 1] sRGB images.
+Two deconvolutions (``--methods``):
+
+* ``wiener`` (:func:`defocusgan_plugin.ops.deconv.deconv_layered`) assumes each pixel is blurred by the kernel of its
+  own radius (the "gather" model), with the combined view's kernels at integer radii;
+* ``occlusion`` (:func:`defocusgan_plugin.ops.deconv.deconv_occlusion`) solves the renderer's own model: its layers
+  (every 0.5 px of signed CoC), its left/right kernels, blurred layers composited over each other (occlusion).
+
+How well each model explains the clean rendering is printed beside the gains: the PSNR of the model's reblur of the
+sharp image against the rendered blurred image. PSF, noise and vignetting of each image come from the set's
+``manifest.json`` (without one: the embedded set's default PSF). Prints a markdown table; PSNR on [0, 1] sRGB images.
 """
 import argparse
 import glob
@@ -25,13 +30,14 @@ from os import path as osp
 import defocusgan_plugin  # noqa: F401  # isort: skip  (before basicsr: torchvision alias, registrations)
 from basicsr.utils import img2tensor
 
-from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, synthesize_dp
-from defocusgan_plugin.ops.deconv import deconv_layered
+from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, render_layers, synthesize_dp
+from defocusgan_plugin.ops.deconv import deconv_layered, deconv_occlusion
 from defocusgan_plugin.ops.psf import dp_psf, kernel_size_for
-from defocusgan_plugin.ops.render import reblur_coc
+from defocusgan_plugin.ops.render import linear_to_srgb, reblur_coc, render_layered, srgb_to_linear
 from defocusgan_plugin.utils.img_io import read_image
 
 CONDITIONS = ('stored', 'clean', 'uniform')
+METHODS = ('wiener', 'occlusion')
 
 
 def read(path):
@@ -61,11 +67,26 @@ def combined_kernels(psf, max_radius):
         radii, kernel_size_for(float(max_radius), psf.get('sigma', 0.0)), ramp_width=ramp_width, **psf).mean(0)
 
 
+def model_fidelity(method, truth, coc, kernels, layers, image):
+    """PSNR of a method's image model (the sharp image reblurred with the GT map) against the rendered image."""
+    if method == 'wiener':
+        model = reblur_coc(truth, coc.abs(), kernels, linear_light=True, composite='gather')[0]
+    else:
+        radii, dp_kernels = layers
+        views = render_layered(
+            srgb_to_linear(truth), coc, dp_kernels, float(radii[0]), float(radii[1] - radii[0]), mode='over')
+        model = linear_to_srgb(views.mean(1))
+    return psnr(model.clamp(0, 1), image)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', default='datasets/photos_dpdd', help='a synthetic DPDD-layout set with GT maps')
     parser.add_argument('--split', default='val')
-    parser.add_argument('--regs', type=float, nargs='+', default=[0.01, 0.03, 0.1, 0.3], help='Wiener prior weights')
+    parser.add_argument('--regs', type=float, nargs='+', default=[0.01, 0.03, 0.1, 0.3], help='prior weights')
+    parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS))
+    parser.add_argument('--conditions', nargs='+', choices=CONDITIONS, default=list(CONDITIONS))
+    parser.add_argument('--iterations', type=int, default=40, help='conjugate-gradient iterations of occlusion')
     parser.add_argument('--limit', type=int, default=0, help='first N images only (0: all)')
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()
@@ -74,40 +95,46 @@ def main():
     if not maps:
         parser.error(f'--data {args.data} --split {args.split}: no GT maps in {args.split}_defocus/')
     psfs = image_formation(args.data)
-    gains = {(c, r): [] for c in CONDITIONS for r in args.regs}
-    fidelity, inputs = {c: [] for c in CONDITIONS[1:]}, {c: [] for c in CONDITIONS}
+    rows = [(c, m) for c in args.conditions for m in args.methods]
+    gains = {(row, r): [] for row in rows for r in args.regs}
+    fidelity, inputs = {row: [] for row in rows}, {c: [] for c in args.conditions}
     for map_path in maps:
         name = osp.splitext(osp.basename(map_path))[0]
         coc = np.load(map_path).astype(np.float32)
         sharp = read(osp.join(args.data, f'{args.split}_c', 'target', f'{name}.png'))
         psf = psfs.get(name, DEFAULT_PSF)
-        uniform = np.full_like(coc, float(np.abs(coc).mean()))
-        blurred = {
-            'stored': read(osp.join(args.data, f'{args.split}_c', 'source', f'{name}.png')),
-            'clean': synthesize_dp(sharp, coc, rng=None, psf=psf)['combined'],
-            'uniform': synthesize_dp(sharp, uniform, rng=None, psf=psf)['combined'],
-        }
+        maps_of = {'stored': coc, 'clean': coc, 'uniform': np.full_like(coc, float(np.abs(coc).mean()))}
         truth = img2tensor(sharp, bgr2rgb=False)[None]
         kernels = combined_kernels(psf, int(np.ceil(np.abs(coc).max())))
-        for cond, image in blurred.items():
+        for cond in args.conditions:
+            if cond == 'stored':
+                image = read(osp.join(args.data, f'{args.split}_c', 'source', f'{name}.png'))
+            else:
+                image = synthesize_dp(sharp, maps_of[cond], rng=None, psf=psf)['combined']
             image = img2tensor(np.ascontiguousarray(image), bgr2rgb=False)[None]
-            value = torch.from_numpy(np.abs(uniform if cond == 'uniform' else coc))[None, None]
+            value = torch.from_numpy(maps_of[cond])[None, None]
+            layers = render_layers(float(np.abs(maps_of[cond]).max()), psf)  # the renderer's own layers
             inputs[cond].append(psnr(image, truth))
-            if cond != 'stored':
-                model = reblur_coc(truth, value, kernels, linear_light=True, composite='gather')[0]
-                fidelity[cond].append(psnr(model.clamp(0, 1), image))
-            for reg in args.regs:
-                restored = deconv_layered(image, value, kernels, 'wiener', linear_light=True, reg=reg)
-                gains[cond, reg].append(psnr(restored, truth) - inputs[cond][-1])
+            for method in args.methods:
+                if cond != 'stored':
+                    fidelity[cond, method].append(model_fidelity(method, truth, value, kernels, layers, image))
+                for reg in args.regs:
+                    if method == 'wiener':
+                        restored = deconv_layered(image, value.abs(), kernels, 'wiener', linear_light=True, reg=reg)
+                    else:
+                        restored = deconv_occlusion(
+                            image, value, layers[1], layers[0], reg, args.iterations, linear_light=True)
+                    gains[(cond, method), reg].append(psnr(restored, truth) - inputs[cond][-1])
     print(f'Oracle deconvolution (GT maps, true PSFs), `{args.data}` {args.split} split, {len(maps)} images; '
-          'gain in PSNR over the blurred input (dB), by Wiener prior weight.\n')
-    print('| blurred image | input PSNR | gather model vs image (dB) | ' + ' | '.join(f'reg {r:g}'
-                                                                                      for r in args.regs) + ' |')
-    print('| --- | ---: | ---: | ' + ' | '.join('---:' for _ in args.regs) + ' |')
-    for cond in CONDITIONS:
-        model = f'{np.mean(fidelity[cond]):.1f}' if cond in fidelity else ''
-        cells = ' | '.join(f'{np.mean(gains[cond, r]):+.2f}' for r in args.regs)
-        print(f'| {cond} | {np.mean(inputs[cond]):.2f} | {model} | {cells} |')
+          'gain in PSNR over the blurred input (dB), by prior weight.\n')
+    regs = ' | '.join(f'reg {r:g}' for r in args.regs)
+    print(f'| blurred image | method | input PSNR | its model vs image (dB) | {regs} |')
+    print('| --- | --- | ---: | ---: | ' + ' | '.join('---:' for _ in args.regs) + ' |')
+    for cond, method in rows:
+        model = np.mean(fidelity[cond, method]) if fidelity[cond, method] else None
+        model = '' if model is None else ('> 100 (exact)' if model > 100 else f'{model:.1f}')
+        cells = ' | '.join(f'{np.mean(gains[(cond, method), r]):+.2f}' for r in args.regs)
+        print(f'| {cond} | {method} | {np.mean(inputs[cond]):.2f} | {model} | {cells} |')
 
 
 if __name__ == '__main__':

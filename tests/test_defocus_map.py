@@ -8,13 +8,13 @@ from conftest import FAST, TINY_DEFOCUS_MAP, load_options, run_python, run_test,
 
 from defocusgan_plugin.archs.blur_kernel_arch import LearnableBlurKernel
 from defocusgan_plugin.archs.defocus_map_arch import DefocusMapNet, SoftClip, view_correlation
-from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, synthesize_dp
+from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, render_layers, synthesize_dp
 from defocusgan_plugin.losses.affine_invariant_loss import AffineInvariantMapLoss
 from defocusgan_plugin.losses.map_gradient_loss import MapGradientPriorLoss
 from defocusgan_plugin.losses.reblur_loss import ReblurGeometricLoss
 from defocusgan_plugin.metrics.defocus_map_metric import calculate_aiwe1, calculate_aiwe2, calculate_spearman_error
 from defocusgan_plugin.models.defocus_map_model import DefocusMapModel
-from defocusgan_plugin.ops.deconv import deconv_layered
+from defocusgan_plugin.ops.deconv import deconv_layered, deconv_occlusion, occlusion_layers
 from defocusgan_plugin.ops.psf import dp_psf, kernel_size_for
 from defocusgan_plugin.ops.render import reblur_coc
 
@@ -290,6 +290,52 @@ def test_deconvolution_has_no_border_artefact():
     assert psnr(restored, sharp) > psnr(blurred, sharp) + 5
     with pytest.raises(ValueError, match='larger than twice the 8x8 image'):
         deconv_layered(blurred[..., :8, :8], torch.full((1, 1, 8, 8), 5.0), dp_psf(torch.tensor([0.0, 9.0]), 19)[0])
+
+
+def test_occlusion_deconvolution_undoes_a_depth_edge(scene):
+    """At a depth edge the lens spreads the near half over the far one: the per-pixel model cannot undo that, the
+    renderer's own occlusion model, solved as a whole, can (exact DP kernels, no noise)."""
+    gt, blurred, coc = scene['gt'], scene['lq_c'], scene['defocus']
+    radii, dp_kernels = render_layers(3.0)  # the synthesiser's layers and left/right kernels of this scene
+    restored = deconv_occlusion(blurred, coc, dp_kernels, radii, reg=1e-3, iterations=60, linear_light=True)
+    combined = dp_kernels.mean(0)[::2][:4].flip(0)  # the combined view's kernels of |radius| 0, 1, 2, 3
+    per_pixel = deconv_layered(blurred, coc, combined, reg=1e-3, linear_light=True)  # the same prior
+    edge = (..., slice(None), slice(16, 32))  # the columns the near half spreads over
+    assert psnr(restored[edge], gt[edge]) > psnr(per_pixel[edge], gt[edge]) + 3
+    assert psnr(restored, gt) > psnr(blurred, gt) + 4
+    deltas = torch.zeros(4, 3, 3)
+    deltas[:, 1, 1] = 1.0
+    radii_4, sharp_kernels = occlusion_layers(deltas)
+    assert torch.allclose(deconv_occlusion(blurred, coc, sharp_kernels, radii_4, reg=0.0), blurred, atol=1e-5)
+    with pytest.raises(ValueError, match='decreasing radii'):
+        deconv_occlusion(blurred, coc, dp_kernels, radii.flip(0))
+
+
+def test_occlusion_layers_order_the_bank_back_to_front():
+    bank = torch.arange(3.0).view(3, 1, 1).expand(3, 3, 3)  # kernel i filled with i
+    radii, kernels = occlusion_layers(bank)  # by |radius| 0..2
+    assert radii.tolist() == [2, 1, 0, -1, -2] and kernels[:, 0, 0].tolist() == [2, 1, 0, 1, 2]
+    signed = torch.arange(5.0).view(5, 1, 1).expand(5, 3, 3)  # the release's signed sets -2..2
+    radii, kernels = occlusion_layers(signed, start=-2)
+    assert radii.tolist() == [2, 1, 0, -1, -2] and kernels[:, 0, 0].tolist() == [4, 3, 2, 1, 0]
+
+
+def deconv_model(tmp_path, **deconv):
+    """A ``DefocusDeconvModel`` of test_defocus_deconv_synthetic.yml with untrained networks and the given options."""
+    opt = load_options('test_defocus_deconv_synthetic.yml')
+    opt.update(is_train=False, dist=False, rank=0, world_size=1, deconv=deconv)
+    opt['path'] = {'visualization': str(tmp_path / 'visualization'), 'results_root': str(tmp_path)}
+    return build_model(opt)
+
+
+def test_deconv_model_occlusion_method(scene, tmp_path):
+    """``deconv.method: occlusion`` through the model (GT maps, the untrained kernel bank), and its option check."""
+    model = deconv_model(tmp_path, method='occlusion', map_source='gt', reg=1e-3, iterations=30)
+    model.feed_data(scene)
+    model.test()
+    assert psnr(model.result, scene['gt']) > psnr(scene['lq_c'], scene['gt']) + 2
+    with pytest.raises(ValueError, match=r"deconv: unknown option\(s\) \['eps'\] for method 'occlusion'"):
+        deconv_model(tmp_path, method='occlusion', eps=1e-6)
 
 
 # ---------------------------------------------------------------------- model

@@ -179,20 +179,40 @@ def test_score_map_against_depth_ranks_a_map_by_its_agreement_with_the_depth(tmp
     assert proc.returncode == 2 and f"{tmp_path / 'small.npy'}: a 8x8 map for 48x48 views" in proc.stderr
 
 
+def test_cue_diagnostics_scores_the_cue_by_highpass(synthetic_root, tmp_path):
+    """scripts/cue_diagnostics.py on the embedded set (no manifest: one family '-'): one row per high-pass radius with
+    AIWE(1) below the plain L1 (the affine fit can only help), and a split without maps refused naming it."""
+    from conftest import run_python
+    script = osp.join(SCRIPTS, 'cue_diagnostics.py')
+    opt = osp.join(SCRIPTS, '..', 'options', 'train', 'train_defocus_map_photos.yml')
+    args = ['--data', str(synthetic_root), '--split', 'test', '--opt', opt, '--highpass', '0', '3', '--threads', '1']
+    proc = run_python([script] + args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    cells = [[c.strip() for c in line.split('|')[1:-1]] for line in proc.stdout.splitlines() if line.startswith('| ')]
+    rows = {row[0]: [float(c) for c in row[1:]] for row in cells if row[0] in ('off', '3')}
+    assert set(rows) == {'off', '3'} and '| AIWE(1) - (5) |' in proc.stdout
+    assert all(0 < aiwe <= l1 and family == aiwe for aiwe, l1, family in rows.values())
+    proc = run_python([script, '--data', str(synthetic_root), '--split', 'nope'], tmp_path)
+    assert proc.returncode == 2 and 'no GT maps in nope_defocus/' in proc.stderr
+
+
 def test_deconv_oracle_separates_depth_edges_from_the_deconvolution(synthetic_root, tmp_path):
     """scripts/deconv_oracle.py on the embedded set (no manifest: its default PSF): the uniform-blur rendering is
-    explained exactly by the per-pixel model and deblurred, the depth-edged one less well; a split without maps is
-    refused naming it."""
+    explained exactly by the per-pixel model and deblurred, the depth-edged one less well; the occlusion model is the
+    renderer's own and deblurs the depth-edged rendering better; a split without maps is refused naming it."""
     from conftest import run_python
     script = osp.join(SCRIPTS, 'deconv_oracle.py')
     proc = run_python(
         [script, '--data', str(synthetic_root), '--split', 'test', '--regs', '0.01', '--threads', '1'], tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = {
-        line.split('|')[1].strip(): line.split('|')[2:-1]
+        tuple(c.strip() for c in line.split('|')[1:3]): [c.strip() for c in line.split('|')[3:-1]]
         for line in proc.stdout.splitlines() if line.startswith('| ')
     }
-    clean, uniform = ([float(c) for c in rows[k][1:]] for k in ('clean', 'uniform'))
+    clean, uniform = ([float(c) for c in rows[k, 'wiener'][1:]] for k in ('clean', 'uniform'))
     assert uniform[0] > 50 > clean[0] and uniform[1] > 1.0 and uniform[1] > clean[1]
+    assert rows['clean', 'occlusion'][1] == '> 100 (exact)'
+    assert float(rows['clean', 'occlusion'][2]) > clean[1] + 0.5
+    assert float(rows['stored', 'occlusion'][2]) > float(rows['stored', 'wiener'][2])
     proc = run_python([script, '--data', str(synthetic_root), '--split', 'nope'], tmp_path)
     assert proc.returncode == 2 and 'no GT maps in nope_defocus/' in proc.stderr

@@ -130,6 +130,26 @@ def sample_coc(inv_depth, rng, coc_max, focus_quantile=(0.1, 0.9), fill=(0.6, 1.
     return coc_from_inverse_depth(inv_depth, focus, gain).numpy().astype(np.float32)
 
 
+def render_layers(max_coc, psf=None, layer_step=0.5, device='cpu'):
+    """The rendering layers of :func:`synthesize_dp`: signed radii back (farthest) first and their DP kernels.
+
+    Args:
+        max_coc (float): Largest |CoC| of the map in pixels.
+        psf (dict | None): DP PSF options (see :func:`defocusgan_plugin.ops.dp_psf`); default ``DEFAULT_PSF``.
+        layer_step (float): CoC spacing of the layers in pixels.
+        device (str): Torch device of the kernels.
+
+    Returns:
+        tuple[Tensor, Tensor]: radii (N,) from the top radius down to minus it, kernels (2, N, K, K) (left, right).
+    """
+    psf = dict(DEFAULT_PSF if psf is None else psf)
+    ramp_width = psf.pop('ramp_width', 1.0)
+    top = math.ceil(max(max_coc, layer_step) / layer_step) * layer_step
+    radii = torch.arange(top, -top - layer_step / 2, -layer_step)
+    size = kernel_size_for(top, psf.get('sigma', 0.0))
+    return radii, dp_psf(radii, size, ramp_width=ramp_width, device=device, **psf)
+
+
 def synthesize_dp(image, coc, rng=None, psf=None, layer_step=0.5, noise=(1e-4, 1e-3), device='cpu', vignetting=None):
     """Renders a DP capture of a sharp image with a signed CoC map.
 
@@ -148,13 +168,8 @@ def synthesize_dp(image, coc, rng=None, psf=None, layer_step=0.5, noise=(1e-4, 1
     Returns:
         dict[str, ndarray]: 'left', 'right', 'combined', 'target' (HWC RGB sRGB float32 [0, 1]) and 'coc' (HW).
     """
-    psf = dict(DEFAULT_PSF if psf is None else psf)
-    ramp_width = psf.pop('ramp_width', 1.0)
-    max_r = max(float(np.abs(coc).max()), layer_step)
-    top = math.ceil(max_r / layer_step) * layer_step
-    radii = torch.arange(top, -top - layer_step / 2, -layer_step)  # back (farthest) layer first
-    size = kernel_size_for(top, psf.get('sigma', 0.0))
-    kernels = dp_psf(radii, size, ramp_width=ramp_width, device=device, **psf)
+    radii, kernels = render_layers(float(np.abs(coc).max()), psf, layer_step, device)
+    top = float(radii[0])
     lin = torch.from_numpy(srgb_to_linear(image)).permute(2, 0, 1)[None].to(device)
     values = torch.from_numpy(np.ascontiguousarray(coc, dtype=np.float32))[None, None].to(device)
     with torch.no_grad():

@@ -4,10 +4,11 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from os import path as osp
 
 from defocusgan_plugin.models.defocus_map_model import DefocusMapModel
-from defocusgan_plugin.ops.deconv import deconv_layered
+from defocusgan_plugin.ops.deconv import deconv_layered, deconv_occlusion, occlusion_layers
 
 MAP_SOURCES = ('network', 'gt')
-METHOD_PARAMS = {'wiener': ('reg', ), 'rl': ('iterations', 'eps')}  # options of each deconvolution method
+# options of each deconvolution method
+METHOD_PARAMS = {'wiener': ('reg', ), 'rl': ('iterations', 'eps'), 'occlusion': ('reg', 'iterations', 'tol')}
 
 
 @MODEL_REGISTRY.register()
@@ -20,8 +21,12 @@ class DefocusDeconvModel(DefocusMapModel):
     Load both with ``path.pretrain_network_map`` / ``path.pretrain_network_kernel``.
 
     Options (``deconv`` block):
-        method (str): 'wiener' (gradient-regularised Wiener) or 'rl' (Richardson-Lucy). Default: 'wiener'.
-        reg (float): Wiener prior weight. iterations (int): RL iterations. (Passed to the method.)
+        method (str): 'wiener' (gradient-regularised Wiener) or 'rl' (Richardson-Lucy), both per-pixel models (each
+            pixel blurred by the kernel of its own radius); or 'occlusion' (ours, not the paper's baseline): the
+            layered occlusion model of the renderer solved by conjugate gradients
+            (:func:`defocusgan_plugin.ops.deconv.deconv_occlusion`; needs the map's sign for the depth order).
+            Default: 'wiener'.
+        reg (float): Prior weight (Wiener, occlusion). iterations (int): RL / CG iterations. tol (float): CG stop.
         map_source (str): 'network' (default) or 'gt' - the dataset's ``defocus`` maps, an oracle upper bound.
 
     Validation/test writes the deblurred image (``<name>_<suffix>.png``) and the colour-mapped map; image metrics
@@ -58,14 +63,24 @@ class DefocusDeconvModel(DefocusMapModel):
                 self.output = self.net_map(self.lq)
             self.reblurred = None  # the map model's reblur is not needed here
             kernels, start = self.net_kernel(), int(self.kernel_module.radii()[0])  # signed sets start at -R
-            self.result = deconv_layered(
-                self.blurred,
-                self.output,
-                kernels,
-                self.method,
-                linear_light=self.kernel_module.linear_light,
-                start=start,
-                **self.deconv_opt)
+            if self.method == 'occlusion':
+                radii, layer_kernels = occlusion_layers(kernels, start)
+                self.result = deconv_occlusion(
+                    self.blurred,
+                    self.output,
+                    layer_kernels,
+                    radii,
+                    linear_light=self.kernel_module.linear_light,
+                    **self.deconv_opt)
+            else:
+                self.result = deconv_layered(
+                    self.blurred,
+                    self.output,
+                    kernels,
+                    self.method,
+                    linear_light=self.kernel_module.linear_light,
+                    start=start,
+                    **self.deconv_opt)
         self.net_map.train()
 
     def metric_inputs(self):

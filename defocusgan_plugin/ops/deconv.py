@@ -8,7 +8,8 @@ wrap-around edge).
 """
 import torch
 
-from defocusgan_plugin.ops.render import linear_to_srgb, srgb_to_linear, tent_weights
+from defocusgan_plugin.ops.render import (blur_layers, exclusive_front_transmittance, linear_to_srgb, srgb_to_linear,
+                                          tent_weights, weights_to_alphas)
 
 
 def _kernel_spectrum(kernels, size):
@@ -142,3 +143,100 @@ def deconv_layered(image, coc, kernels, method='wiener', linear_light=False, sta
         out = out + weights[:, radius] * layer
     out = out.clamp(0.0, 1.0)
     return linear_to_srgb(out) if linear_light else out
+
+
+def occlusion_layers(kernels, start=0):
+    """Signed layers of the 'over' model from a kernel bank: radii back (farthest) first, and their kernels.
+
+    Args:
+        kernels (Tensor): (N, K, K) kernels of the radii ``start .. start + N - 1``: by |radius| when ``start`` is 0
+            (the layers -R..R share the kernel of their |radius|), signed when ``start`` is -R.
+
+    Returns:
+        tuple[Tensor, Tensor]: radii (M,) from R down to -R, and their kernels (M, K, K).
+    """
+    top = kernels.shape[0] - 1 if start == 0 else kernels.shape[0] - 1 + start
+    radii = torch.arange(top, -top - 1, -1, device=kernels.device)
+    index = radii.abs() if start == 0 else radii - start
+    return radii.to(kernels.dtype), kernels.index_select(0, index)
+
+
+def deconv_occlusion(image, coc, kernels, radii, reg=1e-2, iterations=40, linear_light=False, tol=1e-5):
+    """Deconvolution of the layered occlusion ('over') model by conjugate gradients.
+
+    The per-pixel model of :func:`deconv_layered` blurs every pixel by the kernel of its own radius, which a scene
+    with depth edges breaks: a lens spreads the near layer over the far one (occlusion). Here the blurred image is
+    modelled as the renderer makes it (:func:`defocusgan_plugin.ops.render.render_layered`, mode 'over'): the sharp
+    image is cut into signed-radius layers by the map, each layer's premultiplied colour and alpha are blurred by
+    its kernel and composited back to front. With the map fixed that model is linear in the sharp image ``x``,
+    ``y = A x``, and ``min ||A x - y||^2 + reg ||grad x||^2`` (the Wiener filter's objective) is solved on the whole
+    image by conjugate gradients on its normal equations, from ``x = y``; the adjoint ``A^T`` comes from autograd.
+
+    Args:
+        image (Tensor): (B, C, H, W) blurred image in [0, 1] (sRGB-encoded when ``linear_light``).
+        coc (Tensor): (B, 1, H, W) signed CoC radius in pixels (larger = farther).
+        kernels (Tensor): (M, K, K) kernels of the layers, or (V, M, K, K): V views rendered separately and averaged
+            (e.g. the left/right DP kernels, whose mean is the combined view).
+        radii (Tensor): (M,) signed radii of the layers, evenly spaced and decreasing (back first), e.g. from
+            :func:`occlusion_layers`.
+        reg (float): Weight of the gradient prior (as :func:`wiener_deconv`'s). Default: 1e-2.
+        iterations (int): Maximum conjugate-gradient iterations. Default: 40.
+        linear_light (bool): Deconvolve in linear light, as the kernels blur there.
+        tol (float): Stop when the residual's norm falls below ``tol`` times its start.
+
+    Returns:
+        Tensor: (B, C, H, W) deblurred image in [0, 1].
+    """
+    decreasing = radii.dim() == 1 and radii.numel() > 1 and bool((radii[1:] < radii[:-1]).all())
+    if not decreasing or radii.numel() != kernels.shape[-3]:
+        raise ValueError(f'deconv_occlusion needs decreasing radii (back first), one per kernel; got {radii.numel()} '
+                         f'radii for kernels {tuple(kernels.shape)}.')
+    y = srgb_to_linear(image) if linear_light else image
+    weights = tent_weights(coc, float(radii[0]), float(radii[1] - radii[0]), radii.numel())  # (B, M, 1, H, W)
+    used = (weights.amax(dim=(0, 2, 3, 4)) > 0).nonzero().flatten()  # an empty layer costs an FFT per product
+    alphas = weights_to_alphas(weights.index_select(1, used))
+    kernels = kernels.index_select(kernels.dim() - 3, used).to(y.dtype)
+    views = kernels.dim() == 4
+    if views:
+        alphas = alphas.unsqueeze(1)  # (B, 1, M, 1, H, W) against (V, M, K, K)
+    cache = {}
+    with torch.no_grad():  # the map is fixed: blurred alphas, their transmittance and the normaliser once
+        blurred_alpha = blur_layers(alphas, kernels, 'fft', cache=cache).clamp(0.0, 1.0)
+        layer_dim = 2 if views else 1
+        trans = exclusive_front_transmittance(blurred_alpha.movedim(layer_dim, 1)).movedim(1, layer_dim)
+        gain = trans / (blurred_alpha * trans).sum(layer_dim, keepdim=True).clamp_min(1e-6)
+
+    def forward(x):
+        layers = alphas * x.view(x.shape[0], *([1] * layer_dim), *x.shape[1:])  # (B, [1,] M, C, H, W)
+        out = (gain * blur_layers(layers, kernels, 'fft', cache=cache)).sum(layer_dim)
+        return out.mean(1) if views else out
+
+    def prior(x):
+        return (x[..., 1:, :] - x[..., :-1, :]).pow(2).sum() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).sum()
+
+    def gradient(x, target=None):
+        """``A^T A x + reg D^T D x`` (the normal operator), or ``A^T target`` when a target is given."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            if target is None:
+                loss = 0.5 * forward(x).pow(2).sum() + 0.5 * reg * prior(x)
+            else:
+                loss = (forward(x) * target).sum()
+            return torch.autograd.grad(loss, x)[0]
+
+    with torch.no_grad():
+        x = y.clone()
+        residual = gradient(x, y) - gradient(x)
+        direction, norm = residual.clone(), residual.pow(2).sum()
+        stop = norm * tol**2
+        for _ in range(int(iterations)):
+            if norm <= stop:
+                break
+            product = gradient(direction)
+            step = norm / (direction * product).sum().clamp_min(1e-30)
+            x = x + step * direction
+            residual = residual - step * product
+            norm, previous = residual.pow(2).sum(), norm
+            direction = residual + (norm / previous) * direction
+    x = x.clamp(0.0, 1.0)
+    return linear_to_srgb(x) if linear_light else x
