@@ -400,7 +400,18 @@ def run_test(test_file, train_name, args, extra=(), tag='', network_map=None):
     opt_path = write_options(opt, osp.join(args.work, f'{opt["name"]}.yml'))
     run_entry('test', opt_path, osp.join(args.work, f'{opt["name"]}.out'), args.threads, extra)
     log = newest(osp.join(ROOT, 'results', opt['name']), f'test_{opt["name"]}')
-    return {name: value for name, (value, _) in parse_validation(log).items()}
+    scores = {name: value for name, (value, _) in parse_validation(log).items()}
+    if 'deconv' in opt:
+        scores['deconv'] = deconv_name(opt['deconv'])
+    return scores
+
+
+def deconv_name(deconv):
+    """The deconvolution of a test file's ``deconv`` block, for the table (results without one ran Wiener)."""
+    if deconv.get('method', 'wiener') != 'occlusion':
+        return {'wiener': 'Wiener', 'rl': 'Richardson-Lucy'}[deconv.get('method', 'wiener')]
+    prior = 'quadratic' if float(deconv.get('exponent', 2)) == 2 else f'|∇|^{deconv["exponent"]:g}'
+    return f'occlusion-aware ({prior} prior)'
 
 
 def references(args, results):
@@ -457,10 +468,12 @@ def write_table(args, results, refs, commands):
     row('untrained DP cue of DefocusMapNet (no training)', {'aiwe1': cue['aiwe1']})
     for key, res in results.items():
         for test_file, test in res['test'].items():
-            label = res['label'] if 'deconv' not in test_file else 'stage-1 map + Wiener deconvolution'
+            label = res['label'] if 'deconv' not in test_file else \
+                f'stage-1 map + {test.get("deconv", "Wiener")} deconvolution'
             row(label, test, res)
     if f'deconv_gt_{split}' in refs:
-        row('GT map + Wiener deconvolution (upper bound of the map path)', refs[f'deconv_gt_{split}'])
+        gt_map = refs[f'deconv_gt_{split}']
+        row(f'GT map + {gt_map.get("deconv", "Wiener")} deconvolution (upper bound of the map path)', gt_map)
     for key, res in results.items():
         if 'test_defocus_map_photos.yml' in res['test']:
             trained = res['test']['test_defocus_map_photos.yml']['aiwe1']

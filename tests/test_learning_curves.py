@@ -45,9 +45,17 @@ def test_stage1_tests_use_the_cue_options_the_checkpoint_trained_with(lc, tmp_pa
     assert trained['match_highpass'] == 0 != _load('test',
                                                    'test_defocus_map_photos.yml')['network_map']['match_highpass']
     for test_file in lc.RECIPES['defocus_map_raw_cue']['tests']:
-        assert lc.run_test(test_file, 'defocus_map_photos_raw_cue', args, network_map=trained) == {'aiwe1': 1.0}
+        scores = lc.run_test(test_file, 'defocus_map_photos_raw_cue', args, network_map=trained)
+        deconv = _load('test', test_file).get('deconv')  # the table names the deconvolution that ran
+        assert scores.pop('deconv', None) == (deconv and lc.deconv_name(deconv)) and scores == {'aiwe1': 1.0}
         with open(written[-1]) as f:
             assert yaml.safe_load(f)['network_map'] == trained
+
+
+def test_deconvolution_names(lc):
+    assert lc.deconv_name({'method': 'wiener', 'reg': 0.1}) == lc.deconv_name({}) == 'Wiener'
+    assert lc.deconv_name({'method': 'occlusion'}) == 'occlusion-aware (quadratic prior)'
+    assert lc.deconv_name({'method': 'occlusion', 'exponent': 0.8}) == 'occlusion-aware (|∇|^0.8 prior)'
 
 
 def test_budget_rescales_every_iteration_count(lc):

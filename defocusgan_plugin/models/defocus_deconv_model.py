@@ -8,7 +8,11 @@ from defocusgan_plugin.ops.deconv import deconv_layered, deconv_occlusion, occlu
 
 MAP_SOURCES = ('network', 'gt')
 # options of each deconvolution method
-METHOD_PARAMS = {'wiener': ('reg', ), 'rl': ('iterations', 'eps'), 'occlusion': ('reg', 'iterations', 'tol')}
+METHOD_PARAMS = {
+    'wiener': ('reg', ),
+    'rl': ('iterations', 'eps'),
+    'occlusion': ('reg', 'iterations', 'tol', 'exponent', 'reweight', 'eps')
+}
 
 
 @MODEL_REGISTRY.register()
@@ -26,7 +30,10 @@ class DefocusDeconvModel(DefocusMapModel):
             layered occlusion model of the renderer solved by conjugate gradients
             (:func:`defocusgan_plugin.ops.deconv.deconv_occlusion`; needs the map's sign for the depth order).
             Default: 'wiener'.
-        reg (float): Prior weight (Wiener, occlusion). iterations (int): RL / CG iterations. tol (float): CG stop.
+        reg (float): Prior weight (Wiener, occlusion). iterations (int): RL / CG iterations. tol, exponent, reweight,
+            eps: the occlusion solver's CG stop and gradient prior (``exponent`` 2: quadratic, as the Wiener filter's;
+            below 1: hyper-Laplacian, as Krishnan and Fergus, the paper's deconvolution, solved by ``reweight`` IRLS
+            passes).
         map_source (str): 'network' (default) or 'gt' - the dataset's ``defocus`` maps, an oracle upper bound.
 
     Validation/test writes the deblurred image (``<name>_<suffix>.png``) and the colour-mapped map; image metrics

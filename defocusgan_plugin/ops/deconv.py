@@ -161,7 +161,17 @@ def occlusion_layers(kernels, start=0):
     return radii.to(kernels.dtype), kernels.index_select(0, index)
 
 
-def deconv_occlusion(image, coc, kernels, radii, reg=1e-2, iterations=40, linear_light=False, tol=1e-5):
+def deconv_occlusion(image,
+                     coc,
+                     kernels,
+                     radii,
+                     reg=1e-2,
+                     iterations=40,
+                     linear_light=False,
+                     tol=1e-5,
+                     exponent=2.0,
+                     reweight=3,
+                     eps=1e-2):
     """Deconvolution of the layered occlusion ('over') model by conjugate gradients.
 
     The per-pixel model of :func:`deconv_layered` blurs every pixel by the kernel of its own radius, which a scene
@@ -169,20 +179,27 @@ def deconv_occlusion(image, coc, kernels, radii, reg=1e-2, iterations=40, linear
     modelled as the renderer makes it (:func:`defocusgan_plugin.ops.render.render_layered`, mode 'over'): the sharp
     image is cut into signed-radius layers by the map, each layer's premultiplied colour and alpha are blurred by
     its kernel and composited back to front. With the map fixed that model is linear in the sharp image ``x``,
-    ``y = A x``, and ``min ||A x - y||^2 + reg ||grad x||^2`` (the Wiener filter's objective) is solved on the whole
-    image by conjugate gradients on its normal equations, from ``x = y``; the adjoint ``A^T`` comes from autograd.
+    ``y = A x``, and ``min ||A x - y||^2 + reg sum |grad x|^exponent`` is solved on the whole image by conjugate
+    gradients on the normal equations, from ``x = y`` (the adjoint ``A^T`` comes from autograd). ``exponent`` 2 is
+    the Wiener filter's quadratic prior; below 1 it is the hyper-Laplacian prior of natural images (Krishnan and
+    Fergus, NeurIPS 2009, the deconvolution of DefocusGAN's map + deconvolution baseline), solved by iteratively
+    reweighted least squares: each pass fixes the weights ``reg (d^2 + eps^2)^(exponent / 2 - 1)`` of the current
+    differences ``d`` and runs the conjugate gradients again.
 
     Args:
         image (Tensor): (B, C, H, W) blurred image in [0, 1] (sRGB-encoded when ``linear_light``).
-        coc (Tensor): (B, 1, H, W) signed CoC radius in pixels (larger = farther).
+        coc (Tensor): (B, 1, H, W) signed CoC radius in pixels (larger = farther), or one map per colour channel.
         kernels (Tensor): (M, K, K) kernels of the layers, or (V, M, K, K): V views rendered separately and averaged
             (e.g. the left/right DP kernels, whose mean is the combined view).
         radii (Tensor): (M,) signed radii of the layers, evenly spaced and decreasing (back first), e.g. from
             :func:`occlusion_layers`.
-        reg (float): Weight of the gradient prior (as :func:`wiener_deconv`'s). Default: 1e-2.
-        iterations (int): Maximum conjugate-gradient iterations. Default: 40.
+        reg (float): Weight of the gradient prior. Default: 1e-2.
+        iterations (int): Maximum conjugate-gradient iterations per pass. Default: 40.
         linear_light (bool): Deconvolve in linear light, as the kernels blur there.
-        tol (float): Stop when the residual's norm falls below ``tol`` times its start.
+        tol (float): Stop a pass when the residual's norm falls below ``tol`` times its start.
+        exponent (float): Exponent of the prior on the image differences: 2 (quadratic) or a sparse one (e.g. 0.8).
+        reweight (int): Reweighting passes after the first (exponent < 2 only). Default: 3.
+        eps (float): Smoothing of ``|d|`` in the weights (linear-light units). Default: 1e-2.
 
     Returns:
         Tensor: (B, C, H, W) deblurred image in [0, 1].
@@ -211,32 +228,41 @@ def deconv_occlusion(image, coc, kernels, radii, reg=1e-2, iterations=40, linear
         out = (gain * blur_layers(layers, kernels, 'fft', cache=cache)).sum(layer_dim)
         return out.mean(1) if views else out
 
-    def prior(x):
-        return (x[..., 1:, :] - x[..., :-1, :]).pow(2).sum() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).sum()
+    def differences(x):
+        return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
-    def gradient(x, target=None):
-        """``A^T A x + reg D^T D x`` (the normal operator), or ``A^T target`` when a target is given."""
+    def prior_weights(x):
+        """Per-difference weights of the prior: ``reg`` (quadratic), or the IRLS weights of ``reg |d|^exponent``."""
+        if exponent == 2:
+            return reg, reg
+        return tuple(reg * (d.pow(2) + eps**2).pow(exponent / 2 - 1) for d in differences(x))
+
+    def normal(x, weights):
+        """``A^T A x + D^T W D x``: the normal operator of the (reweighted) least-squares problem."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            if target is None:
-                loss = 0.5 * forward(x).pow(2).sum() + 0.5 * reg * prior(x)
-            else:
-                loss = (forward(x) * target).sum()
+            loss = 0.5 * forward(x).pow(2).sum()
+            loss = loss + 0.5 * sum((w * d.pow(2)).sum() for w, d in zip(weights, differences(x)))
             return torch.autograd.grad(loss, x)[0]
 
+    with torch.enable_grad():
+        probe = y.detach().requires_grad_(True)
+        target = torch.autograd.grad((forward(probe) * y).sum(), probe)[0]  # A^T y
+    x = y.clone()
     with torch.no_grad():
-        x = y.clone()
-        residual = gradient(x, y) - gradient(x)
-        direction, norm = residual.clone(), residual.pow(2).sum()
-        stop = norm * tol**2
-        for _ in range(int(iterations)):
-            if norm <= stop:
-                break
-            product = gradient(direction)
-            step = norm / (direction * product).sum().clamp_min(1e-30)
-            x = x + step * direction
-            residual = residual - step * product
-            norm, previous = residual.pow(2).sum(), norm
-            direction = residual + (norm / previous) * direction
+        for _ in range(1 if exponent == 2 else 1 + int(reweight)):
+            weights = prior_weights(x)
+            residual = target - normal(x, weights)
+            direction, norm = residual.clone(), residual.pow(2).sum()
+            stop = norm * tol**2
+            for _ in range(int(iterations)):
+                if norm <= stop:
+                    break
+                product = normal(direction, weights)
+                step = norm / (direction * product).sum().clamp_min(1e-30)
+                x = x + step * direction
+                residual = residual - step * product
+                norm, previous = residual.pow(2).sum(), norm
+                direction = residual + (norm / previous) * direction
     x = x.clamp(0.0, 1.0)
     return linear_to_srgb(x) if linear_light else x
