@@ -410,8 +410,9 @@ def deconv_name(deconv):
     """The deconvolution of a test file's ``deconv`` block, for the table (results without one ran Wiener)."""
     if deconv.get('method', 'wiener') != 'occlusion':
         return {'wiener': 'Wiener', 'rl': 'Richardson-Lucy'}[deconv.get('method', 'wiener')]
-    prior = 'quadratic' if float(deconv.get('exponent', 2)) == 2 else f'|∇|^{deconv["exponent"]:g}'
-    return f'occlusion-aware ({prior} prior)'
+    exponent = float(deconv.get('exponent', 2))
+    prior = 'quadratic prior' if exponent == 2 else f'sparse prior, exponent {exponent:g}'
+    return f'occlusion-aware ({prior})'
 
 
 def references(args, results):

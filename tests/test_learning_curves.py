@@ -55,7 +55,7 @@ def test_stage1_tests_use_the_cue_options_the_checkpoint_trained_with(lc, tmp_pa
 def test_deconvolution_names(lc):
     assert lc.deconv_name({'method': 'wiener', 'reg': 0.1}) == lc.deconv_name({}) == 'Wiener'
     assert lc.deconv_name({'method': 'occlusion'}) == 'occlusion-aware (quadratic prior)'
-    assert lc.deconv_name({'method': 'occlusion', 'exponent': 0.8}) == 'occlusion-aware (|∇|^0.8 prior)'
+    assert lc.deconv_name({'method': 'occlusion', 'exponent': 0.8}) == 'occlusion-aware (sparse prior, exponent 0.8)'
 
 
 def test_budget_rescales_every_iteration_count(lc):
