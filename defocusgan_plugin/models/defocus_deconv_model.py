@@ -45,7 +45,8 @@ class DefocusDeconvModel(DefocusMapModel):
             raise ValueError('DefocusDeconvModel has no training: train DefocusMapModel, then test this model with '
                              'path.pretrain_network_map and path.pretrain_network_kernel.')
         super().__init__(opt)
-        self.deconv_opt = dict(opt.get('deconv') or {})
+        # an option set to ~ (None) is unset: a file's method options can be cleared when --force_yml switches method
+        self.deconv_opt = {k: v for k, v in (opt.get('deconv') or {}).items() if v is not None}
         self.map_source = self.deconv_opt.pop('map_source', 'network')
         if self.map_source not in MAP_SOURCES:
             raise ValueError(f"deconv.map_source must be one of {MAP_SOURCES}, got {self.map_source!r}.")

@@ -37,8 +37,8 @@ class _PaddedSpectrum:
 
     ``[x, flip(x)]`` in both dimensions is periodic and continuous, so the FFT's circular model sees no edge. A
     reflect pad inside a zero-filled FFT grid left a step at the grid's border, and deconvolution amplifies a step
-    at the kernels' spectral zeros across the whole image (measured: a 5-px disk, exact kernel, no noise, gradient
-    weight 1e-3: 12.0 dB against 28.7 dB with the mirror extension). Each FFT covers 4x the image's pixels.
+    at the kernels' spectral zeros across the whole image (``test_deconvolution_has_no_border_artefact``'s case: 9.6 dB,
+    below the blurred input's 14.6, against 19.6 dB with the mirror extension). Each FFT covers 4x the pixels.
     """
 
     def __init__(self, image, kernel_size):
