@@ -135,7 +135,8 @@ def main():
                             exponent=args.exponent,
                             reweight=args.reweight)
                     gains[(cond, method), reg].append(psnr(restored, truth) - inputs[cond][-1])
-    prior = 'quadratic' if args.exponent == 2 else f'|grad|^{args.exponent:g}, {args.reweight} reweighting passes'
+    prior = f'sparse (exponent {args.exponent:g}, {args.reweight} reweighting passes)'
+    prior = 'quadratic' if args.exponent == 2 else prior
     print(f'Oracle deconvolution (GT maps, true PSFs), `{args.data}` {args.split} split, {len(maps)} images; '
           f'gain in PSNR over the blurred input (dB), by prior weight (occlusion: {prior} prior, {args.iterations} '
           'CG iterations per pass).\n')

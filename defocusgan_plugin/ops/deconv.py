@@ -1,10 +1,14 @@
 """Non-blind, spatially varying defocus deconvolution driven by a CoC map (the "defocus map + deconvolution" path).
 
-The blurred image is deconvolved once per integer |CoC| radius with that radius's kernel (Wiener with a gradient
-prior, or Richardson-Lucy), and the per-radius results are blended per pixel with the same tent weights that the
-reblur uses (:func:`defocusgan_plugin.ops.render.tent_weights`), so deconvolution inverts exactly the layered model
-of stage 1. Everything runs in the FFT domain on the image's mirror extension (periodic and continuous: no
-wrap-around edge).
+Two image models:
+
+* per pixel (:func:`deconv_layered`): the blurred image is deconvolved once per integer |CoC| radius with that
+  radius's kernel (Wiener with a gradient prior, or Richardson-Lucy), and the per-radius results are blended per
+  pixel with the same tent weights that the reblur uses (:func:`defocusgan_plugin.ops.render.tent_weights`), so it
+  inverts the 'gather' model of stage 1. It runs in the FFT domain on the image's mirror extension (periodic and
+  continuous: no wrap-around edge);
+* occlusion (:func:`deconv_occlusion`): the renderer's layered 'over' model, where near layers spread over far ones,
+  solved for the whole image by conjugate gradients (quadratic or sparse gradient prior).
 """
 import torch
 
