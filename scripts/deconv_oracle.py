@@ -32,7 +32,6 @@ from basicsr.utils import img2tensor
 
 from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, render_layers, synthesize_dp
 from defocusgan_plugin.ops.deconv import deconv_layered, deconv_occlusion
-from defocusgan_plugin.ops.psf import dp_psf, kernel_size_for
 from defocusgan_plugin.ops.render import linear_to_srgb, reblur_coc, render_layered, srgb_to_linear
 from defocusgan_plugin.utils.img_io import read_image
 
@@ -60,11 +59,8 @@ def image_formation(data):
 
 def combined_kernels(psf, max_radius):
     """The combined view's kernels of the radii 0..max_radius (mean of the DP halves: the full aperture)."""
-    psf = dict(psf)
-    ramp_width = psf.pop('ramp_width', 1.0)
-    radii = torch.arange(0.0, max_radius + 1.0)
-    return dp_psf(
-        radii, kernel_size_for(float(max_radius), psf.get('sigma', 0.0)), ramp_width=ramp_width, **psf).mean(0)
+    radii, kernels = render_layers(float(max_radius), psf, layer_step=1.0)
+    return kernels[:, radii >= 0].flip(1).mean(0)
 
 
 def model_fidelity(method, truth, coc, kernels, layers, image):
@@ -107,7 +103,7 @@ def main():
         psf = psfs.get(name, DEFAULT_PSF)
         maps_of = {'stored': coc, 'clean': coc, 'uniform': np.full_like(coc, float(np.abs(coc).mean()))}
         truth = img2tensor(sharp, bgr2rgb=False)[None]
-        kernels = combined_kernels(psf, int(np.ceil(np.abs(coc).max())))
+        kernels = combined_kernels(psf, int(np.ceil(np.abs(coc).max()))) if 'wiener' in args.methods else None
         for cond in args.conditions:
             if cond == 'stored':
                 image = read(osp.join(args.data, f'{args.split}_c', 'source', f'{name}.png'))
@@ -115,7 +111,9 @@ def main():
                 image = synthesize_dp(sharp, maps_of[cond], rng=None, psf=psf)['combined']
             image = img2tensor(np.ascontiguousarray(image), bgr2rgb=False)[None]
             value = torch.from_numpy(maps_of[cond])[None, None]
-            layers = render_layers(float(np.abs(maps_of[cond]).max()), psf)  # the renderer's own layers
+            layers = None  # the renderer's own layers, for the occlusion model
+            if 'occlusion' in args.methods:
+                layers = render_layers(float(np.abs(maps_of[cond]).max()), psf)
             inputs[cond].append(psnr(image, truth))
             for method in args.methods:
                 if cond != 'stored':
