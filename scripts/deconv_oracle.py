@@ -16,6 +16,10 @@ Two deconvolutions (``--methods``):
 * ``occlusion`` (:func:`defocusgan_plugin.ops.deconv.deconv_occlusion`) solves the renderer's own model: its layers
   (every 0.5 px of signed CoC), its left/right kernels, blurred layers composited over each other (occlusion).
 
+``--map-errors`` adds rows that deconvolve the stored images with a GT map changed in one controlled way, to show which
+error of an estimated map costs the deconvolution most: ``scale:F`` (every radius times F), ``offset:D`` (plus D
+pixels), ``noise:S`` (Gaussian noise of S pixels, fixed seed), ``box:R`` (a box mean of radius R: blurred depth edges).
+
 How well each model explains the clean rendering is printed beside the gains: the PSNR of the model's reblur of the
 sharp image against the rendered blurred image. PSF, noise and vignetting of each image come from the set's
 ``manifest.json`` (without one: the embedded set's default PSF). Prints a markdown table; PSNR on [0, 1] sRGB images.
@@ -32,11 +36,13 @@ from basicsr.utils import img2tensor
 
 from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, render_layers, synthesize_dp
 from defocusgan_plugin.ops.deconv import deconv_layered, deconv_occlusion
+from defocusgan_plugin.ops.filters import box_mean
 from defocusgan_plugin.ops.render import linear_to_srgb, reblur_coc, render_layered, srgb_to_linear
 from defocusgan_plugin.utils.img_io import read_image
 
 CONDITIONS = ('stored', 'clean', 'uniform')
 METHODS = ('wiener', 'occlusion')
+MAP_ERRORS = ('scale', 'offset', 'noise', 'box')
 
 
 def read(path):
@@ -55,6 +61,25 @@ def image_formation(data):
     with open(path) as f:
         manifest = json.load(f)
     return {image['name']: image['psf'] for photo in manifest.get('photos', []) for image in photo.get('images', [])}
+
+
+def map_error(spec):
+    """One ``--map-errors`` item, ``kind:value`` -> (its row label, a function changing a GT map (H, W))."""
+    kind, _, value = spec.partition(':')
+    try:
+        value = float(value)
+    except ValueError:
+        value = None
+    if kind not in MAP_ERRORS or value is None or (kind == 'box' and value != int(value)):
+        raise argparse.ArgumentTypeError(f'--map-errors {spec!r}: expected one of {MAP_ERRORS} and a number, e.g. '
+                                         "'scale:1.15', 'offset:0.5', 'noise:0.5', 'box:7' (an integer radius)")
+    changes = {
+        'scale': lambda coc: coc * value,
+        'offset': lambda coc: coc + value,
+        'noise': lambda coc: coc + value * np.random.default_rng(0).standard_normal(coc.shape).astype(np.float32),
+        'box': lambda coc: box_mean(torch.from_numpy(coc)[None, None], int(value))[0, 0].numpy()
+    }
+    return f'stored, GT map {kind} {value:g}', changes[kind]
 
 
 def combined_kernels(psf, max_radius):
@@ -85,6 +110,13 @@ def main():
     parser.add_argument('--iterations', type=int, default=40, help='occlusion: conjugate-gradient iterations per pass')
     parser.add_argument('--exponent', type=float, default=2.0, help='occlusion: prior exponent (2: quadratic)')
     parser.add_argument('--reweight', type=int, default=2, help='occlusion: IRLS passes after the first (exponent < 2)')
+    parser.add_argument(
+        '--map-errors',
+        nargs='+',
+        type=map_error,
+        default=[],
+        metavar='KIND:VALUE',
+        help="extra rows: the stored images deconvolved with a changed GT map (scale:F, offset:D, noise:S, box:R)")
     parser.add_argument('--limit', type=int, default=0, help='first N images only (0: all)')
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()
@@ -93,9 +125,11 @@ def main():
     if not maps:
         parser.error(f'--data {args.data} --split {args.split}: no GT maps in {args.split}_defocus/')
     psfs = image_formation(args.data)
-    rows = [(c, m) for c in args.conditions for m in args.methods]
+    # a case: (row label, blurred image it deconvolves, change of the GT map)
+    cases = [(c, c, None) for c in args.conditions] + [(label, 'stored', change) for label, change in args.map_errors]
+    rows = [(case[0], m) for case in cases for m in args.methods]
     gains = {(row, r): [] for row in rows for r in args.regs}
-    fidelity, inputs = {row: [] for row in rows}, {c: [] for c in args.conditions}
+    fidelity, inputs = {row: [] for row in rows}, {case[0]: [] for case in cases}
     for map_path in maps:
         name = osp.splitext(osp.basename(map_path))[0]
         coc = np.load(map_path).astype(np.float32)
@@ -103,21 +137,25 @@ def main():
         psf = psfs.get(name, DEFAULT_PSF)
         maps_of = {'stored': coc, 'clean': coc, 'uniform': np.full_like(coc, float(np.abs(coc).mean()))}
         truth = img2tensor(sharp, bgr2rgb=False)[None]
-        kernels = combined_kernels(psf, int(np.ceil(np.abs(coc).max()))) if 'wiener' in args.methods else None
-        for cond in args.conditions:
-            if cond == 'stored':
-                image = read(osp.join(args.data, f'{args.split}_c', 'source', f'{name}.png'))
-            else:
-                image = synthesize_dp(sharp, maps_of[cond], rng=None, psf=psf)['combined']
-            image = img2tensor(np.ascontiguousarray(image), bgr2rgb=False)[None]
-            value = torch.from_numpy(maps_of[cond])[None, None]
+        max_radius = max(float(np.abs(change(coc) if change else maps_of[cond]).max()) for _, cond, change in cases)
+        kernels = combined_kernels(psf, int(np.ceil(max_radius))) if 'wiener' in args.methods else None
+        images = {}
+        for label, cond, change in cases:
+            if cond not in images:
+                if cond == 'stored':
+                    image = read(osp.join(args.data, f'{args.split}_c', 'source', f'{name}.png'))
+                else:
+                    image = synthesize_dp(sharp, maps_of[cond], rng=None, psf=psf)['combined']
+                images[cond] = img2tensor(np.ascontiguousarray(image), bgr2rgb=False)[None]
+            image = images[cond]
+            value = torch.from_numpy(change(coc) if change else maps_of[cond])[None, None]
             layers = None  # the renderer's own layers, for the occlusion model
             if 'occlusion' in args.methods:
-                layers = render_layers(float(np.abs(maps_of[cond]).max()), psf)
-            inputs[cond].append(psnr(image, truth))
+                layers = render_layers(float(value.abs().max()), psf)
+            inputs[label].append(psnr(image, truth))
             for method in args.methods:
                 if cond != 'stored':
-                    fidelity[cond, method].append(model_fidelity(method, truth, value, kernels, layers, image))
+                    fidelity[label, method].append(model_fidelity(method, truth, value, kernels, layers, image))
                 for reg in args.regs:
                     if method == 'wiener':
                         restored = deconv_layered(image, value.abs(), kernels, 'wiener', linear_light=True, reg=reg)
@@ -132,7 +170,7 @@ def main():
                             linear_light=True,
                             exponent=args.exponent,
                             reweight=args.reweight)
-                    gains[(cond, method), reg].append(psnr(restored, truth) - inputs[cond][-1])
+                    gains[(label, method), reg].append(psnr(restored, truth) - inputs[label][-1])
     prior = f'sparse (exponent {args.exponent:g}, {args.reweight} reweighting passes)'
     prior = 'quadratic' if args.exponent == 2 else prior
     print(f'Oracle deconvolution (GT maps, true PSFs), `{args.data}` {args.split} split, {len(maps)} images; '

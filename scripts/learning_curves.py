@@ -372,16 +372,19 @@ def read_curve(result):
     }
 
 
-def run_test(test_file, train_name, args, extra=(), tag='', network_map=None):
+def run_test(test_file, train_name, args, extra=(), tag='', network_map=None, deconv=None):
     """Scores a recipe's checkpoint (or the options' own weights with ``extra``) with its options/test file.
 
     ``network_map`` replaces the test file's map network options: the cue options are buffers, not weights, so
     strict loading would not catch a test run whose cue differs from the one the checkpoint was trained with.
+    ``deconv`` updates the file's ``deconv`` block (written into the options, so the table names what ran).
     """
     with open(osp.join(ROOT, 'options', 'test', test_file)) as f:
         opt = yaml.safe_load(f)
     if network_map and 'network_map' in opt:
         opt['network_map'] = network_map
+    if deconv:
+        opt['deconv'].update(deconv)
     base = opt['name']
     stage1 = 'network_map' in opt
     # a stage-1 test file serves several recipes (and the references): its run is named after both when they differ
@@ -412,7 +415,9 @@ def deconv_name(deconv):
         return {'wiener': 'Wiener', 'rl': 'Richardson-Lucy'}[deconv.get('method', 'wiener')]
     exponent = float(deconv.get('exponent', 2))
     prior = 'quadratic prior' if exponent == 2 else f'sparse prior, exponent {exponent:g}'
-    return f'occlusion-aware ({prior})'
+    # the model filters the network's maps only
+    guided = ', guided map filter' if deconv.get('map_filter') and deconv.get('map_source') != 'gt' else ''
+    return f'occlusion-aware ({prior}{guided})'
 
 
 def references(args, results):
@@ -428,9 +433,10 @@ def references(args, results):
             'test_defocus_deconv_photos.yml',
             'defocus_map_photos',
             split_args,
-            extra=['--force_yml', 'deconv:map_source=gt', 'path:pretrain_network_map=~'] +
+            extra=['--force_yml', 'path:pretrain_network_map=~'] +
             ([] if 'defocus_map' in results else ['path:pretrain_network_kernel=~']),
-            tag=f'_gtmap_{split}')
+            tag=f'_gtmap_{split}',
+            deconv={'map_source': 'gt'})
         if 'defocus_map' in results:
             refs[f'deconv_{split}'] = run_test(
                 'test_defocus_deconv_photos.yml', 'defocus_map_photos', split_args, tag=f'_learned_{split}')

@@ -15,6 +15,7 @@ from defocusgan_plugin.losses.reblur_loss import ReblurGeometricLoss
 from defocusgan_plugin.metrics.defocus_map_metric import calculate_aiwe1, calculate_aiwe2, calculate_spearman_error
 from defocusgan_plugin.models.defocus_map_model import DefocusMapModel
 from defocusgan_plugin.ops.deconv import deconv_layered, deconv_occlusion, occlusion_layers
+from defocusgan_plugin.ops.filters import box_mean
 from defocusgan_plugin.ops.psf import dp_psf, kernel_size_for
 from defocusgan_plugin.ops.render import reblur_coc
 
@@ -348,6 +349,42 @@ def test_deconv_model_occlusion_method(scene, tmp_path):
     with pytest.raises(ValueError, match=r"deconv: unknown option\(s\) \['start'\] for method 'occlusion'"):
         deconv_model(tmp_path, method='occlusion', start=0)
     assert deconv_model(tmp_path, method='wiener', reg=0.1, exponent=None).deconv_opt == {'reg': 0.1}  # ~ is unset
+
+
+class FixedMap(torch.nn.Module):
+    """A stand-in map network that returns a given map."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, lq):
+        return self.value
+
+
+def test_deconv_model_map_filter_puts_a_blurred_depth_edge_back_on_the_image_edge(tmp_path):
+    """``deconv.map_filter``: a map whose depth edge is smeared (as a DP matching window smears it) deconvolves
+    better once the guided filter has pulled it onto the image's edge, where a real occlusion edge lies."""
+    import skimage.data
+    near = cv2.resize(skimage.data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA)[70:118, 60:108]
+    far = 0.4 * cv2.resize(skimage.data.coffee(), (128, 128), interpolation=cv2.INTER_AREA)[40:88, 40:88]
+    xx = np.mgrid[0:48, 0:48][1]
+    coc = np.where(xx < 24, -3.0, 3.0).astype(np.float32)
+    views = synthesize_dp(np.where(xx[..., None] < 24, near, far).astype(np.float32) / 255.0, coc, rng=None)
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None] for k, v in views.items() if k != 'coc'}
+    data = dict(gt=t['target'], lq_c=t['combined'], lq_l=t['left'], lq_r=t['right'], lq_path=['synthetic/edge.png'])
+    smeared = box_mean(torch.from_numpy(coc)[None, None], 4)
+    common = dict(method='occlusion', reg=1e-3, iterations=30)
+    results = {}
+    for name, map_filter in (('smeared', None), ('filtered', {'radius': 2, 'eps': 1e-2})):
+        model = deconv_model(tmp_path, map_filter=map_filter, **common)
+        model.net_map = FixedMap(smeared)
+        model.feed_data(data)
+        model.test()
+        results[name] = psnr(model.result, data['gt'])
+    assert results['filtered'] > results['smeared'] + 0.3, results
+    with pytest.raises(ValueError, match='deconv.map_filter takes radius and eps'):
+        deconv_model(tmp_path, map_filter={'radius': 2, 'sigma': 1}, **common)
 
 
 # ---------------------------------------------------------------------- model

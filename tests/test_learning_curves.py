@@ -56,6 +56,9 @@ def test_deconvolution_names(lc):
     assert lc.deconv_name({'method': 'wiener', 'reg': 0.1}) == lc.deconv_name({}) == 'Wiener'
     assert lc.deconv_name({'method': 'occlusion'}) == 'occlusion-aware (quadratic prior)'
     assert lc.deconv_name({'method': 'occlusion', 'exponent': 0.8}) == 'occlusion-aware (sparse prior, exponent 0.8)'
+    guided = {'method': 'occlusion', 'map_filter': {'radius': 4, 'eps': 1e-3}}
+    assert lc.deconv_name(guided) == 'occlusion-aware (quadratic prior, guided map filter)'
+    assert lc.deconv_name({**guided, 'map_source': 'gt'}) == 'occlusion-aware (quadratic prior)'  # GT maps: unfiltered
 
 
 def test_budget_rescales_every_iteration_count(lc):

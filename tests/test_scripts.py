@@ -216,3 +216,25 @@ def test_deconv_oracle_separates_depth_edges_from_the_deconvolution(synthetic_ro
     assert float(rows['stored', 'occlusion'][2]) > float(rows['stored', 'wiener'][2])
     proc = run_python([script, '--data', str(synthetic_root), '--split', 'nope'], tmp_path)
     assert proc.returncode == 2 and 'no GT maps in nope_defocus/' in proc.stderr
+
+
+def test_deconv_oracle_map_errors_cost_the_deconvolution(synthetic_root, tmp_path):
+    """``--map-errors``: GT maps with blurred depth edges or too large radii deconvolve worse than the GT maps
+    themselves; a malformed error is refused naming the option."""
+    from conftest import run_python
+    script = osp.join(SCRIPTS, 'deconv_oracle.py')
+    common = [script, '--data', str(synthetic_root), '--split', 'test', '--threads', '1', '--limit', '2']
+    proc = run_python(
+        common + [
+            '--methods', 'occlusion', '--conditions', 'stored', '--regs', '0.01', '--iterations', '20', '--map-errors',
+            'box:7', 'scale:1.3'
+        ], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    gains = {
+        line.split('|')[1].strip(): float(line.split('|')[5])
+        for line in proc.stdout.splitlines() if line.startswith('| stored')
+    }
+    assert set(gains) == {'stored', 'stored, GT map box 7', 'stored, GT map scale 1.3'}
+    assert gains['stored'] > max(gains['stored, GT map box 7'], gains['stored, GT map scale 1.3']) + 0.5, gains
+    proc = run_python(common + ['--map-errors', 'blur:3'], tmp_path)
+    assert proc.returncode == 2 and "--map-errors 'blur:3'" in proc.stderr

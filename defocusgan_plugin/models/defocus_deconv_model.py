@@ -5,6 +5,7 @@ from os import path as osp
 
 from defocusgan_plugin.models.defocus_map_model import DefocusMapModel
 from defocusgan_plugin.ops.deconv import deconv_layered, deconv_occlusion, occlusion_layers
+from defocusgan_plugin.ops.filters import guided_filter, guided_filter_options
 
 MAP_SOURCES = ('network', 'gt')
 # options of each deconvolution method
@@ -35,6 +36,10 @@ class DefocusDeconvModel(DefocusMapModel):
             below 1: hyper-Laplacian, as Krishnan and Fergus, the paper's deconvolution, solved by ``reweight`` IRLS
             passes).
         map_source (str): 'network' (default) or 'gt' - the dataset's ``defocus`` maps, an oracle upper bound.
+        map_filter (dict | None): Ours, off by default: a guided filter (``radius``, ``eps``) of the network's map
+            before the deconvolution, with the blurred image as guide. It pulls the map's depth edges, which a DP
+            matching window blurs, onto the image's edges: the deconvolution rings where the two disagree. None: the
+            map as estimated. GT maps (``map_source: gt``) are used as they are.
 
     Validation/test writes the deblurred image (``<name>_<suffix>.png``) and the colour-mapped map; image metrics
     (``val.metrics``: PSNR/SSIM/MAE...) compare the deblurred image with ``gt``, the defocus-map metrics compare maps.
@@ -50,6 +55,7 @@ class DefocusDeconvModel(DefocusMapModel):
         self.map_source = self.deconv_opt.pop('map_source', 'network')
         if self.map_source not in MAP_SOURCES:
             raise ValueError(f"deconv.map_source must be one of {MAP_SOURCES}, got {self.map_source!r}.")
+        self.map_filter = guided_filter_options(self.deconv_opt.pop('map_filter', None), 'deconv.map_filter')
         self.method = self.deconv_opt.pop('method', 'wiener')
         if self.method not in METHOD_PARAMS:
             raise ValueError(f'deconv.method must be one of {tuple(METHOD_PARAMS)}, got {self.method!r}.')
@@ -69,6 +75,8 @@ class DefocusDeconvModel(DefocusMapModel):
                 self.output = self.gt_map
             else:
                 self.output = self.net_map(self.lq)
+                if self.map_filter:
+                    self.output = guided_filter(self.blurred, self.output, **self.map_filter)
             self.reblurred = None  # the map model's reblur is not needed here
             kernels, start = self.net_kernel(), int(self.kernel_module.radii()[0])  # signed sets start at -R
             if self.method == 'occlusion':

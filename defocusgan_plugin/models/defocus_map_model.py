@@ -140,8 +140,8 @@ class DefocusMapModel(MapValidationModel):
         left, right = data['lq_l'].to(self.device), data['lq_r'].to(self.device)
         self.lq = torch.cat([left, right], dim=1)
         self.views = torch.stack([left, right], dim=1)
-        blurred = data.get('lq_c', data['lq'])
-        self.blurred = blurred.to(self.device) if blurred.shape[1] == left.shape[1] else None
+        blurred = data.get('lq_c', data.get('lq'))  # lq is the combined view only with input: combined
+        self.blurred = blurred.to(self.device) if blurred is not None and blurred.shape[1] == left.shape[1] else None
         self.gt = data['gt'].to(self.device) if 'gt' in data else None
         self.gt_map = data['defocus'].to(self.device) if 'defocus' in data else None
 

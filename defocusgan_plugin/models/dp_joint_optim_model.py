@@ -11,7 +11,7 @@ from defocusgan_plugin.metrics.defocus_map_metric import DEFOCUS_MAP_METRICS
 from defocusgan_plugin.metrics.protocol import MetricImages
 from defocusgan_plugin.models.map_validation_model import MapValidationModel, diverging_colormap
 from defocusgan_plugin.ops.dp_joint import DPJointSolver
-from defocusgan_plugin.ops.filters import guided_filter
+from defocusgan_plugin.ops.filters import guided_filter, guided_filter_options
 from defocusgan_plugin.ops.kernel_bank import ParametricKernelBank, ResampledKernelBank
 from defocusgan_plugin.ops.render import linear_to_srgb, srgb_to_linear
 from defocusgan_plugin.utils.img_io import write_image
@@ -122,10 +122,7 @@ class DPJointOptimModel(MapValidationModel):
         if self.fixed_range is not None and (len(self.fixed_range) != 2
                                              or float(self.fixed_range[0]) >= float(self.fixed_range[1])):
             raise ValueError(f'dp_joint.radius_range must be [low, high] with low < high, got {self.fixed_range}.')
-        self.map_filter = jopt.get('map_filter')
-        if self.map_filter is not None and (not isinstance(self.map_filter, dict)
-                                            or set(self.map_filter) - {'radius', 'eps'}):
-            raise ValueError(f'dp_joint.map_filter takes radius and eps (or ~ for none), got {self.map_filter}.')
+        self.map_filter = guided_filter_options(jopt.get('map_filter'), 'dp_joint.map_filter')
         self.input_metric_results = {}
 
     # ------------------------------------------------------------------ data

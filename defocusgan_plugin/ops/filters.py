@@ -43,6 +43,21 @@ def guided_filter(guide, src, radius=8, eps=1e-3):
     return box_mean(a, radius) * g + box_mean(b, radius)
 
 
+def guided_filter_options(value, key):
+    """Checks a ``map_filter``-style option: a dict of :func:`guided_filter`'s ``radius`` and ``eps``, or None (off).
+
+    Args:
+        value (dict | None): The option's value.
+        key (str): The option's name, for the error message (e.g. 'deconv.map_filter').
+
+    Returns:
+        dict | None: ``value``.
+    """
+    if value is not None and (not isinstance(value, dict) or set(value) - {'radius', 'eps'}):
+        raise ValueError(f'{key} takes radius and eps (or ~ for none), got {value}.')
+    return value
+
+
 def bilateral_filter(image, sigma_s=3.0, sigma_v=0.05, quantized=True, eps=1e-8):
     """Brute-force bilateral filter over a ``(2 w + 1)^2`` window, ``w = int(3 sigma_s + 1)``.
 
