@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end demo on the embedded synthetic DP set, CPU only (about 15 minutes on 2 cores after installation):
 #   1. sets up .venv (first run only) and writes the synthetic set to datasets/synthetic_dpdd (DPDD layout, 16-bit);
-#   2. stage 1: trains DefocusMapNet + LearnableBlurKernel (unsupervised reblur loss), tests the maps, deconvolves;
+#   2. stage 1: trains DefocusMapNet + LearnableBlurKernel (unsupervised reblur loss), tests the maps, deconvolves
+#      (the paper's per-pixel Wiener baseline, and our occlusion-aware deconvolution);
 #   3. stage 2: trains DefocusGAN (map guidance annealed away; VGG19 weights are not needed: pretrained: false);
 #   4. trains MCCNet on the DP views; runs the joint DP optimiser (no training) on the test images;
 #   5. runs the joint optimiser's fast preset on a fake raw Pixel-4-layout set;
@@ -44,6 +45,7 @@ step() {  # step <train|test> <option file stem> [extra flags]: runs one entry p
 step train train_defocus_map_synthetic "${FORCE[@]}"
 step test test_defocus_map_synthetic
 step test test_defocus_deconv_synthetic
+step test test_defocus_deconv_occlusion_synthetic
 step train train_defocusgan_synthetic "${FORCE[@]}"
 step test test_defocusgan_synthetic
 step train train_mccnet_synthetic "${FORCE[@]}"
@@ -68,7 +70,8 @@ step test test_dp_joint_pixel4 --force_yml "datasets:test_1:dataroot=$PIXEL4" "d
   "dp_joint:kernels:frame_size=[168, 224]" dp_joint:solver:max_radius=4.9
 
 python scripts/demo_summary.py --data "$DATA" --out demo_output \
-  test_defocus_map_synthetic test_defocus_deconv_synthetic test_defocusgan_synthetic test_mccnet_synthetic \
+  test_defocus_map_synthetic test_defocus_deconv_synthetic test_defocus_deconv_occlusion_synthetic \
+  test_defocusgan_synthetic test_mccnet_synthetic \
   test_dp_joint_synthetic
 echo "[demo] joint DP optimisation, fast preset, on the fake Pixel-4-layout set ($PIXEL4; log $LOGS/test_dp_joint_pixel4.log):"
 grep -E '# (input_)?(psnr|aiwe1):' "$LOGS/test_dp_joint_pixel4.log" | sed -E 's/^[[:space:]]+//; s/\t.*//'
