@@ -137,10 +137,11 @@ def main():
         psf = psfs.get(name, DEFAULT_PSF)
         maps_of = {'stored': coc, 'clean': coc, 'uniform': np.full_like(coc, float(np.abs(coc).mean()))}
         truth = img2tensor(sharp, bgr2rgb=False)[None]
-        max_radius = max(float(np.abs(change(coc) if change else maps_of[cond]).max()) for _, cond, change in cases)
+        case_maps = [change(coc) if change else maps_of[cond] for _, cond, change in cases]  # each change once
+        max_radius = max(float(np.abs(m).max()) for m in case_maps)
         kernels = combined_kernels(psf, int(np.ceil(max_radius))) if 'wiener' in args.methods else None
         images = {}
-        for label, cond, change in cases:
+        for (label, cond, _), case_map in zip(cases, case_maps):
             if cond not in images:
                 if cond == 'stored':
                     image = read(osp.join(args.data, f'{args.split}_c', 'source', f'{name}.png'))
@@ -148,7 +149,7 @@ def main():
                     image = synthesize_dp(sharp, maps_of[cond], rng=None, psf=psf)['combined']
                 images[cond] = img2tensor(np.ascontiguousarray(image), bgr2rgb=False)[None]
             image = images[cond]
-            value = torch.from_numpy(change(coc) if change else maps_of[cond])[None, None]
+            value = torch.from_numpy(case_map)[None, None]
             layers = None  # the renderer's own layers, for the occlusion model
             if 'occlusion' in args.methods:
                 layers = render_layers(float(value.abs().max()), psf)

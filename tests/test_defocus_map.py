@@ -32,7 +32,11 @@ def scene():
     import skimage.data
     image = cv2.resize(skimage.data.astronaut(), (128, 128), interpolation=cv2.INTER_AREA)[70:118, 60:108]
     xx = np.mgrid[0:48, 0:48][1]
-    coc = np.where(xx < 24, -3.0, 3.0).astype(np.float32)
+    return rendered_scene(image, np.where(xx < 24, -3.0, 3.0).astype(np.float32), 'scene')
+
+
+def rendered_scene(image, coc, name):
+    """A model's input sample: an 8-bit (H, W, 3) image rendered by the synthesiser with the CoC map ``coc``."""
     views = synthesize_dp(image.astype(np.float32) / 255.0, coc, rng=None)
     t = {k: torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None] for k, v in views.items() if k != 'coc'}
     return dict(
@@ -42,7 +46,7 @@ def scene():
         lq_r=t['right'],
         lq=torch.cat([t['left'], t['right']], 1),
         defocus=torch.from_numpy(coc)[None, None],
-        lq_path=['synthetic/scene.png'])
+        lq_path=[f'synthetic/{name}.png'])
 
 
 def model_options(tmp_path, network_iters=2, alternate_iters=2, lr=2e-3):
@@ -370,9 +374,7 @@ def test_deconv_model_map_filter_puts_a_blurred_depth_edge_back_on_the_image_edg
     far = 0.4 * cv2.resize(skimage.data.coffee(), (128, 128), interpolation=cv2.INTER_AREA)[40:88, 40:88]
     xx = np.mgrid[0:48, 0:48][1]
     coc = np.where(xx < 24, -3.0, 3.0).astype(np.float32)
-    views = synthesize_dp(np.where(xx[..., None] < 24, near, far).astype(np.float32) / 255.0, coc, rng=None)
-    t = {k: torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None] for k, v in views.items() if k != 'coc'}
-    data = dict(gt=t['target'], lq_c=t['combined'], lq_l=t['left'], lq_r=t['right'], lq_path=['synthetic/edge.png'])
+    data = rendered_scene(np.where(xx[..., None] < 24, near, far), coc, 'edge')
     smeared = box_mean(torch.from_numpy(coc)[None, None], 4)
     common = dict(method='occlusion', reg=1e-3, iterations=30)
     results = {}
