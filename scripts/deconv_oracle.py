@@ -9,12 +9,14 @@ Each image is deblurred three times, each time from a blurred image with less in
 * ``clean``: the same photo, map and PSF rendered again without noise and vignetting (depth edges remain);
 * ``uniform``: the same photo and PSF rendered with one blur radius everywhere (the image's mean |CoC|: no edges).
 
-Two deconvolutions (``--methods``):
+Three deconvolutions (``--methods``):
 
 * ``wiener`` (:func:`defocusgan_plugin.ops.deconv.deconv_layered`) assumes each pixel is blurred by the kernel of its
   own radius (the "gather" model), with the combined view's kernels at integer radii;
 * ``occlusion`` (:func:`defocusgan_plugin.ops.deconv.deconv_occlusion`) solves the renderer's own model: its layers
-  (every 0.5 px of signed CoC), its left/right kernels, blurred layers composited over each other (occlusion).
+  (every 0.5 px of signed CoC), its left/right kernels, blurred layers composited over each other (occlusion);
+* ``occlusion_dp``: the same model fitted to the two DP views, each by its own half-aperture kernels, instead of to
+  their mean (``deconv.views: dp`` of ``DefocusDeconvModel``).
 
 ``--map-errors`` adds rows that deconvolve the stored images with a GT map changed in one controlled way, to show which
 error of an estimated map costs the deconvolution most: ``scale:F`` (every radius times F), ``offset:D`` (plus D
@@ -41,8 +43,9 @@ from defocusgan_plugin.ops.render import linear_to_srgb, reblur_coc, render_laye
 from defocusgan_plugin.utils.img_io import read_image
 
 CONDITIONS = ('stored', 'clean', 'uniform')
-METHODS = ('wiener', 'occlusion')
+METHODS = ('wiener', 'occlusion', 'occlusion_dp')
 MAP_ERRORS = ('scale', 'offset', 'noise', 'box')
+VIEWS = ('combined', 'left', 'right')
 
 
 def read(path):
@@ -96,7 +99,7 @@ def model_fidelity(method, truth, coc, kernels, layers, image):
         radii, dp_kernels = layers
         views = render_layered(
             srgb_to_linear(truth), coc, dp_kernels, float(radii[0]), float(radii[1] - radii[0]), mode='over')
-        model = linear_to_srgb(views.mean(1))
+        model = linear_to_srgb(views if method == 'occlusion_dp' else views.mean(1))
     return psnr(model.clamp(0, 1), image)
 
 
@@ -140,29 +143,34 @@ def main():
         case_maps = [change(coc) if change else maps_of[cond] for _, cond, change in cases]  # each change once
         max_radius = max(float(np.abs(m).max()) for m in case_maps)
         kernels = combined_kernels(psf, int(np.ceil(max_radius))) if 'wiener' in args.methods else None
-        images = {}
+        images = {}  # condition -> (combined view, DP views (1, 2, C, H, W))
         for (label, cond, _), case_map in zip(cases, case_maps):
             if cond not in images:
                 if cond == 'stored':
-                    image = read(osp.join(args.data, f'{args.split}_c', 'source', f'{name}.png'))
+                    rendered = {
+                        key: read(osp.join(args.data, f'{args.split}_{folder}', 'source', f'{name}.png'))
+                        for key, folder in (('combined', 'c'), ('left', 'l'), ('right', 'r'))
+                    }
                 else:
-                    image = synthesize_dp(sharp, maps_of[cond], rng=None, psf=psf)['combined']
-                images[cond] = img2tensor(np.ascontiguousarray(image), bgr2rgb=False)[None]
-            image = images[cond]
+                    rendered = synthesize_dp(sharp, maps_of[cond], rng=None, psf=psf)
+                tensors = {k: img2tensor(np.ascontiguousarray(rendered[k]), bgr2rgb=False)[None] for k in VIEWS}
+                images[cond] = tensors['combined'], torch.stack([tensors['left'], tensors['right']], 1)
+            image, dp_views = images[cond]
             value = torch.from_numpy(case_map)[None, None]
-            layers = None  # the renderer's own layers, for the occlusion model
-            if 'occlusion' in args.methods:
+            layers = None  # the renderer's own layers, for the occlusion models
+            if any(m.startswith('occlusion') for m in args.methods):
                 layers = render_layers(float(value.abs().max()), psf)
             inputs[label].append(psnr(image, truth))
             for method in args.methods:
+                data = dp_views if method == 'occlusion_dp' else image
                 if cond != 'stored':
-                    fidelity[label, method].append(model_fidelity(method, truth, value, kernels, layers, image))
+                    fidelity[label, method].append(model_fidelity(method, truth, value, kernels, layers, data))
                 for reg in args.regs:
                     if method == 'wiener':
                         restored = deconv_layered(image, value.abs(), kernels, 'wiener', linear_light=True, reg=reg)
                     else:
                         restored = deconv_occlusion(
-                            image,
+                            data,
                             value,
                             layers[1],
                             layers[0],

@@ -417,7 +417,8 @@ def deconv_name(deconv):
     prior = 'quadratic prior' if exponent == 2 else f'sparse prior, exponent {exponent:g}'
     # the model filters the network's maps only
     guided = ', guided map filter' if deconv.get('map_filter') and deconv.get('map_source') != 'gt' else ''
-    return f'occlusion-aware ({prior}{guided})'
+    views = ', both DP views' if deconv.get('views') == 'dp' else ''
+    return f'occlusion-aware ({prior}{guided}{views})'
 
 
 def references(args, results):

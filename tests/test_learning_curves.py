@@ -59,6 +59,8 @@ def test_deconvolution_names(lc):
     guided = {'method': 'occlusion', 'map_filter': {'radius': 4, 'eps': 1e-3}}
     assert lc.deconv_name(guided) == 'occlusion-aware (quadratic prior, guided map filter)'
     assert lc.deconv_name({**guided, 'map_source': 'gt'}) == 'occlusion-aware (quadratic prior)'  # GT maps: unfiltered
+    both = 'occlusion-aware (quadratic prior, guided map filter, both DP views)'
+    assert lc.deconv_name({**guided, 'views': 'dp'}) == both
 
 
 def test_budget_rescales_every_iteration_count(lc):

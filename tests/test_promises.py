@@ -67,6 +67,25 @@ def test_strict_load_false_loads_what_matches_and_logs_the_rest(tmp_path, synthe
     assert len(warnings) == 1 and 'extra.weight' in warnings[0] and skipped[0] in warnings[0], basicsr_log
 
 
+def test_force_yml_overrides_are_checked_as_the_run_will_use_them(tmp_path, synthetic_root):
+    """A missing checkpoint in the file is fine when ``--force_yml`` replaces it; a missing one given there is not."""
+    missing = {'path:pretrain_network_g': str(tmp_path / 'gone.pth')}
+    opt_path = tiny_options('test_defocusgan_synthetic.yml', tmp_path, synthetic_root, missing)
+    with pytest.raises(FileNotFoundError, match='pretrain_network_g.*gone.pth'):
+        parse_options(str(tmp_path), is_train=False, argv=['-opt', str(opt_path)])
+    opt, _ = parse_options(
+        str(tmp_path),
+        is_train=False,
+        argv=['-opt', str(opt_path), '--force_yml', 'path:pretrain_network_g=~', 'name=forced'])
+    assert opt['path']['pretrain_network_g'] is None and opt['name'] == 'forced'
+    ok = tiny_options('test_defocusgan_synthetic.yml', tmp_path, synthetic_root, file_name='ok.yml')
+    with pytest.raises(FileNotFoundError, match='pretrain_network_g.*gone.pth'):
+        parse_options(
+            str(tmp_path),
+            is_train=False,
+            argv=['-opt', str(ok), '--force_yml', f'path:pretrain_network_g={tmp_path / "gone.pth"}'])
+
+
 # ----------------------------------------------------------------------------------- weights_only=True
 class _Payload:
     """Unpickling this object runs ``_touch(path)``: what ``torch.load(weights_only=False)`` would do."""

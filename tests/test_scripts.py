@@ -199,7 +199,8 @@ def test_cue_diagnostics_scores_the_cue_by_highpass(synthetic_root, tmp_path):
 def test_deconv_oracle_separates_depth_edges_from_the_deconvolution(synthetic_root, tmp_path):
     """scripts/deconv_oracle.py on the embedded set (no manifest: its default PSF): the uniform-blur rendering is
     explained exactly by the per-pixel model and deblurred, the depth-edged one less well; the occlusion model is the
-    renderer's own and deblurs the depth-edged rendering better; a split without maps is refused naming it."""
+    renderer's own and deblurs the depth-edged rendering better, fitted to both DP views better still; a split without
+    maps is refused naming it."""
     from conftest import run_python
     script = osp.join(SCRIPTS, 'deconv_oracle.py')
     proc = run_python(
@@ -214,6 +215,8 @@ def test_deconv_oracle_separates_depth_edges_from_the_deconvolution(synthetic_ro
     assert rows['clean', 'occlusion'][1] == '> 100 (exact)'
     assert float(rows['clean', 'occlusion'][2]) > clean[1] + 0.5
     assert float(rows['stored', 'occlusion'][2]) > float(rows['stored', 'wiener'][2])
+    assert rows['clean', 'occlusion_dp'][1] == '> 100 (exact)'  # both views, each by its own kernels
+    assert float(rows['stored', 'occlusion_dp'][2]) > float(rows['stored', 'occlusion'][2])
     proc = run_python([script, '--data', str(synthetic_root), '--split', 'nope'], tmp_path)
     assert proc.returncode == 2 and 'no GT maps in nope_defocus/' in proc.stderr
 

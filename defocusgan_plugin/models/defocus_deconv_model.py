@@ -8,6 +8,7 @@ from defocusgan_plugin.ops.deconv import deconv_layered, deconv_occlusion, occlu
 from defocusgan_plugin.ops.filters import guided_filter, guided_filter_options
 
 MAP_SOURCES = ('network', 'gt')
+DATA_VIEWS = ('combined', 'dp')  # what the deconvolution fits: the combined view, or both DP views
 # options of each deconvolution method
 METHOD_PARAMS = {
     'wiener': ('reg', ),
@@ -40,6 +41,10 @@ class DefocusDeconvModel(DefocusMapModel):
             before the deconvolution, with the blurred image as guide. It pulls the map's depth edges, which a DP
             matching window blurs, onto the image's edges: the deconvolution rings where the two disagree. None: the
             map as estimated. GT maps (``map_source: gt``) are used as they are.
+        views (str): Ours, 'combined' by default: what the 'occlusion' method fits. 'combined' fits the blurred
+            combined view with the full-aperture kernels (the paper's input); 'dp' fits both DP views, each with its
+            half of the kernel bank (``LearnableBlurKernel.dp_kernels``). The half apertures' spectra have their zeros
+            in other places than the full aperture's, so two views pin down frequencies their mean has lost.
 
     Validation/test writes the deblurred image (``<name>_<suffix>.png``) and the colour-mapped map; image metrics
     (``val.metrics``: PSNR/SSIM/MAE...) compare the deblurred image with ``gt``, the defocus-map metrics compare maps.
@@ -59,6 +64,10 @@ class DefocusDeconvModel(DefocusMapModel):
         self.method = self.deconv_opt.pop('method', 'wiener')
         if self.method not in METHOD_PARAMS:
             raise ValueError(f'deconv.method must be one of {tuple(METHOD_PARAMS)}, got {self.method!r}.')
+        self.data_views = self.deconv_opt.pop('views', 'combined')
+        if self.data_views not in DATA_VIEWS or (self.data_views == 'dp' and self.method != 'occlusion'):
+            raise ValueError(f"deconv.views must be one of {DATA_VIEWS} ('dp' with method 'occlusion' only); got "
+                             f'{self.data_views!r} with method {self.method!r}.')
         unknown = sorted(set(self.deconv_opt) - set(METHOD_PARAMS[self.method]))
         if unknown:
             raise ValueError(f"deconv: unknown option(s) {unknown} for method '{self.method}'; it takes "
@@ -79,7 +88,18 @@ class DefocusDeconvModel(DefocusMapModel):
                     self.output = guided_filter(self.blurred, self.output, **self.map_filter)
             self.reblurred = None  # the map model's reblur is not needed here
             kernels, start = self.net_kernel(), int(self.kernel_module.radii()[0])  # signed sets start at -R
-            if self.method == 'occlusion':
+            if self.method == 'occlusion' and self.data_views == 'dp':
+                # the left/right kernels of the signed radii -R..R, back (far) layer first
+                radii = self.kernel_module.signed_radii().flip(0)
+                layer_kernels = self.kernel_module.dp_kernels(kernels).flip(1)
+                self.result = deconv_occlusion(
+                    self.views,
+                    self.output,
+                    layer_kernels,
+                    radii,
+                    linear_light=self.kernel_module.linear_light,
+                    **self.deconv_opt)
+            elif self.method == 'occlusion':
                 radii, layer_kernels = occlusion_layers(kernels, start)
                 self.result = deconv_occlusion(
                     self.blurred,

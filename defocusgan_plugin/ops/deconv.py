@@ -10,6 +10,7 @@ Two image models:
 * occlusion (:func:`deconv_occlusion`): the renderer's layered 'over' model, where near layers spread over far ones,
   solved for the whole image by conjugate gradients (quadratic or sparse gradient prior).
 """
+import math
 import torch
 
 from defocusgan_plugin.ops.render import (blur_layers, exclusive_front_transmittance, linear_to_srgb, srgb_to_linear,
@@ -191,10 +192,11 @@ def deconv_occlusion(image,
     differences ``d`` and runs the conjugate gradients again.
 
     Args:
-        image (Tensor): (B, C, H, W) blurred image in [0, 1] (sRGB-encoded when ``linear_light``).
+        image (Tensor): (B, C, H, W) blurred image in [0, 1] (sRGB-encoded when ``linear_light``), or (B, V, C, H, W):
+            V views of it (e.g. the DP views), each fitted by its own kernels (the mean of their squared residuals).
         coc (Tensor): (B, 1, H, W) signed CoC radius in pixels (larger = farther), or one map per colour channel.
-        kernels (Tensor): (M, K, K) kernels of the layers, or (V, M, K, K): V views rendered separately and averaged
-            (e.g. the left/right DP kernels, whose mean is the combined view).
+        kernels (Tensor): (M, K, K) kernels of the layers, or (V, M, K, K): V views rendered separately, averaged for
+            a (B, C, H, W) image (e.g. the left/right DP kernels, whose mean is the combined view).
         radii (Tensor): (M,) signed radii of the layers, evenly spaced and decreasing (back first), e.g. from
             :func:`occlusion_layers`.
         reg (float): Weight of the gradient prior. Default: 1e-2.
@@ -213,6 +215,10 @@ def deconv_occlusion(image,
         raise ValueError(f'deconv_occlusion needs decreasing radii (back first), one per kernel; got {radii.numel()} '
                          f'radii for kernels {tuple(kernels.shape)}.')
     y = srgb_to_linear(image) if linear_light else image
+    separate = image.dim() == 5  # (B, V, C, H, W): each view is data, fitted by its own kernels
+    if separate and (kernels.dim() != 4 or kernels.shape[0] != image.shape[1]):
+        raise ValueError(f'deconv_occlusion: {image.shape[1]} views need (V, M, K, K) kernels of as many views; got '
+                         f'kernels {tuple(kernels.shape)}.')
     weights = tent_weights(coc, float(radii[0]), float(radii[1] - radii[0]), radii.numel())  # (B, M, 1, H, W)
     used = (weights.amax(dim=(0, 2, 3, 4)) > 0).nonzero().flatten()  # an empty layer costs an FFT per product
     alphas = weights_to_alphas(weights.index_select(1, used))
@@ -230,6 +236,8 @@ def deconv_occlusion(image,
     def forward(x):
         layers = alphas * x.view(x.shape[0], *([1] * layer_dim), *x.shape[1:])  # (B, [1,] M, C, H, W)
         out = (gain * blur_layers(layers, kernels, 'fft', cache=cache)).sum(layer_dim)
+        if separate:  # the views' mean squared residual: the same scale as one combined view's
+            return out / math.sqrt(out.shape[1])
         return out.mean(1) if views else out
 
     def differences(x):
@@ -250,9 +258,11 @@ def deconv_occlusion(image,
             return torch.autograd.grad(loss, x)[0]
 
     with torch.enable_grad():
-        probe = y.detach().requires_grad_(True)
-        target = torch.autograd.grad((forward(probe) * y).sum(), probe)[0]  # A^T y
-    x = y.clone()
+        start = y.mean(1) if separate else y
+        probe = start.detach().requires_grad_(True)
+        scaled = y / math.sqrt(y.shape[1]) if separate else y
+        target = torch.autograd.grad((forward(probe) * scaled).sum(), probe)[0]  # A^T y
+    x = start.clone()
     with torch.no_grad():
         for _ in range(1 if exponent == 2 else 1 + int(reweight)):
             weights = prior_weights(x)

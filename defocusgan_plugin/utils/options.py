@@ -4,7 +4,9 @@ The YAML file stays the only configuration: BasicSR's ``parse_options`` does the
 debug mode); this module wraps it to accept ``--local-rank`` (what ``torch.distributed.launch`` passes), to start
 the process group with gloo on CPU, and to turn common mistakes into errors that name the option.
 """
+import argparse
 import basicsr.utils.options as basicsr_options
+import copy
 import sys
 import yaml
 from basicsr.models.base_model import BaseModel
@@ -43,6 +45,24 @@ def _option_file(argv):
         if arg.startswith('-opt='):
             return arg.split('=', 1)[1]
     return None
+
+
+def apply_force_yml(opt, argv):
+    """A copy of ``opt`` with the ``--force_yml key=value`` overrides of ``argv`` applied as BasicSR applies them.
+
+    The checks must see the options the run will use: an override that fixes a path (``path:pretrain_network_map=~``)
+    must not be refused because of the value it replaces.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('--force_yml', nargs='+', default=None)
+    entries = parser.parse_known_args(argv)[0].force_yml or []
+    opt = copy.deepcopy(opt)
+    for entry in entries:
+        if '=' not in entry:
+            raise ValueError(f'--force_yml entries are key=value (e.g. train:total_iter=100); got {entry!r}.')
+        key, value = (part.strip() for part in entry.split('=', 1))
+        set_option(opt, key, basicsr_options._postprocess_yml_value(value))
+    return opt
 
 
 def read_yaml(path):
@@ -218,7 +238,7 @@ def parse_options(root_path, is_train=True, argv=None):
     argv = normalize_argv(sys.argv[1:] if argv is None else list(argv))
     opt_file = _option_file(argv)
     if opt_file:  # without -opt, BasicSR's parser prints its usage
-        raw = read_yaml(opt_file)
+        raw = apply_force_yml(read_yaml(opt_file), argv)
         check_options(raw, is_train, source=opt_file, resuming='--auto_resume' in argv)
         backend = (raw.get('dist_params') or {}).get('backend')
     else:
