@@ -88,21 +88,14 @@ class DefocusDeconvModel(DefocusMapModel):
                     self.output = guided_filter(self.blurred, self.output, **self.map_filter)
             self.reblurred = None  # the map model's reblur is not needed here
             kernels, start = self.net_kernel(), int(self.kernel_module.radii()[0])  # signed sets start at -R
-            if self.method == 'occlusion' and self.data_views == 'dp':
-                # the left/right kernels of the signed radii -R..R, back (far) layer first
-                radii = self.kernel_module.signed_radii().flip(0)
-                layer_kernels = self.kernel_module.dp_kernels(kernels).flip(1)
+            if self.method == 'occlusion':
+                if self.data_views == 'dp':  # the left/right kernels of the signed radii, back (far) layer first
+                    data, radii = self.views, self.kernel_module.signed_radii().flip(0)
+                    layer_kernels = self.kernel_module.dp_kernels(kernels).flip(1)
+                else:
+                    data, (radii, layer_kernels) = self.blurred, occlusion_layers(kernels, start)
                 self.result = deconv_occlusion(
-                    self.views,
-                    self.output,
-                    layer_kernels,
-                    radii,
-                    linear_light=self.kernel_module.linear_light,
-                    **self.deconv_opt)
-            elif self.method == 'occlusion':
-                radii, layer_kernels = occlusion_layers(kernels, start)
-                self.result = deconv_occlusion(
-                    self.blurred,
+                    data,
                     self.output,
                     layer_kernels,
                     radii,
