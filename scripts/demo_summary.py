@@ -23,7 +23,7 @@ COLUMNS = ('psnr', 'ssim', 'mae', 'reblur_psnr', 'aiwe1', 'aiwe2', 'spearman')  
 WHAT = {
     'defocus_map_synthetic': 'stage 1: defocus map (unsupervised) + reblur',
     'defocus_deconv_synthetic': 'stage 1 map + Wiener deconvolution',
-    'defocus_deconv_occlusion_synthetic': 'stage 1 map + occlusion-aware deconvolution (ours)',
+    'defocus_deconv_occlusion_synthetic': 'stage 1 map + occlusion-aware deconvolution of both DP views (ours)',
     'defocusgan_synthetic': 'DefocusGAN (single image)',
     'mccnet_synthetic': 'MCCNet (dual pixel)',
     'dp_joint_synthetic': 'joint DP optimisation (no training)',
