@@ -64,6 +64,16 @@ RECIPES = {
             'network_map:match_highpass': 0
         },
     },
+    'defocus_map_view_highpass': {
+        'train': 'train_defocus_map_photos.yml',
+        'tests': ['test_defocus_map_photos.yml', 'test_defocus_deconv_photos.yml'],
+        'metric': 'aiwe1',
+        'label': 'stage 1, reblur view terms high-passed (ReblurGeometricLoss view_highpass: 7)',
+        'suffix': '_view_highpass',
+        'override': {
+            'train:reblur_opt:view_highpass': 7
+        },
+    },
     'defocus_map_supervised': {
         'train': 'train_defocus_map_supervised_photos.yml',
         'tests': ['test_defocus_map_photos.yml'],

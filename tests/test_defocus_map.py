@@ -186,6 +186,30 @@ def test_view_difference_term_removes_the_wrong_sign_minimum(scene):
     assert views_only[0] < views_only[4]  # per-view L1 alone: the wrong sign beats no blur (a local minimum)
 
 
+def test_view_highpass_ignores_an_imbalance_no_map_renders(scene):
+    """``view_highpass``: a smooth left/right brightness ramp in the captures (as vignetting adds) barely moves the
+    high-passed view terms, which still rank the true map's rendering above an unblurred one."""
+    module = LearnableBlurKernel(max_radius=4, **SYNTH_PSF)
+    captured = torch.stack([scene['lq_l'], scene['lq_r']], 1)
+    ramp = 0.05 * torch.linspace(-1, 1, 48).view(1, 1, 1, 1, 48) * torch.tensor([1.0, -1.0]).view(1, 2, 1, 1, 1)
+    with torch.no_grad():
+        kernels = module()
+        true = reblur_coc(scene['gt'], scene['defocus'], kernels, module.dp_kernels(kernels), True)
+        sharp = reblur_coc(scene['gt'], torch.zeros_like(scene['defocus']), kernels, module.dp_kernels(kernels), True)
+
+    def loss(criterion, rendering, views):
+        return float(criterion(rendering[0], scene['lq_c'], rendering[1], views))
+
+    plain, highpass = (
+        ReblurGeometricLoss(view_weight=1.0, diff_weight=5.0, crop_border=4, view_highpass=r) for r in (0, 7))
+    cost_plain = loss(plain, true, captured + ramp) - loss(plain, true, captured)
+    cost_highpass = loss(highpass, true, captured + ramp) - loss(highpass, true, captured)
+    assert cost_highpass < 0.1 * cost_plain, (cost_highpass, cost_plain)
+    assert loss(highpass, sharp, captured + ramp) > 2 * loss(highpass, true, captured + ramp)
+    with pytest.raises(ValueError, match='view_highpass'):
+        ReblurGeometricLoss(view_highpass=-1)
+
+
 def test_gradient_prior_reductions_and_edge_awareness():
     ramp = torch.arange(8.0).view(1, 1, 1, 8).expand(1, 1, 4, 8)
     assert MapGradientPriorLoss(reduction='sum')(ramp) == 4 * 7

@@ -2,6 +2,8 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn as nn
 from torch.nn import functional as F
 
+from defocusgan_plugin.ops.filters import box_mean
+
 
 def _crop(x, border):
     return x[..., border:-border, border:-border] if border else x
@@ -32,13 +34,18 @@ class ReblurGeometricLoss(nn.Module):
             (release).
         crop_border (int): Pixels ignored at each border, where the padding of the reblur differs from the real
             scene outside the crop. Default: 0.
+        view_highpass (int): Ours, 0 (off) by default: radius of a box mean subtracted from the rendered and the
+            captured views before the view and difference terms. Unequal left/right gains (vignetting) put a
+            low-frequency L - R into the captures that no map renders; the high-pass leaves the terms the
+            disparity and blur that a map does render (the cue's ``match_highpass`` for the loss).
     """
 
-    def __init__(self, loss_weight=1.0, view_weight=0.0, diff_weight=0.0, crop_border=0):
+    def __init__(self, loss_weight=1.0, view_weight=0.0, diff_weight=0.0, crop_border=0, view_highpass=0):
         super().__init__()
-        if min(view_weight, diff_weight, crop_border) < 0:
-            raise ValueError(f'ReblurGeometricLoss: view_weight ({view_weight}), diff_weight ({diff_weight}) and '
-                             f'crop_border ({crop_border}) must be >= 0.')
+        if min(view_weight, diff_weight, crop_border, view_highpass) < 0:
+            raise ValueError(f'ReblurGeometricLoss: view_weight ({view_weight}), diff_weight ({diff_weight}), '
+                             f'crop_border ({crop_border}) and view_highpass ({view_highpass}) must be >= 0.')
+        self.view_highpass = int(view_highpass)
         self.loss_weight = loss_weight
         self.view_weight = view_weight
         self.diff_weight = diff_weight
@@ -63,6 +70,9 @@ class ReblurGeometricLoss(nn.Module):
         border = self.crop_border
         loss = F.l1_loss(_crop(reblurred, border), _crop(blurred, border))
         if reblurred_views is not None and views is not None:
+            if self.view_highpass:
+                reblurred_views, views = (
+                    x - box_mean(x.flatten(0, 1), self.view_highpass).view_as(x) for x in (reblurred_views, views))
             rendered, captured = _crop(reblurred_views, border), _crop(views, border)
             if self.view_weight > 0:
                 loss = loss + self.view_weight * F.l1_loss(rendered, captured)
