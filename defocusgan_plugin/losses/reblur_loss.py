@@ -2,7 +2,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn as nn
 from torch.nn import functional as F
 
-from defocusgan_plugin.ops.filters import box_mean
+from defocusgan_plugin.ops.filters import box_highpass
 
 
 def _crop(x, border):
@@ -70,10 +70,7 @@ class ReblurGeometricLoss(nn.Module):
         border = self.crop_border
         loss = F.l1_loss(_crop(reblurred, border), _crop(blurred, border))
         if reblurred_views is not None and views is not None:
-            if self.view_highpass:
-                reblurred_views, views = (
-                    x - box_mean(x.flatten(0, 1), self.view_highpass).view_as(x) for x in (reblurred_views, views))
-            rendered, captured = _crop(reblurred_views, border), _crop(views, border)
+            rendered, captured = (_crop(box_highpass(x, self.view_highpass), border) for x in (reblurred_views, views))
             if self.view_weight > 0:
                 loss = loss + self.view_weight * F.l1_loss(rendered, captured)
             if self.diff_weight > 0:

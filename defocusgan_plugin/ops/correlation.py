@@ -8,7 +8,7 @@ DP disparity is horizontal and its sign tells the side of the focal plane. In th
 import torch
 import torch.nn.functional as F
 
-from defocusgan_plugin.ops.filters import box_mean
+from defocusgan_plugin.ops.filters import box_highpass, box_mean
 from defocusgan_plugin.ops.render import blur_layers
 
 
@@ -101,9 +101,7 @@ def match_planes(left, right, channel=None, highpass=0):
         left, right = left.mean(1, keepdim=True), right.mean(1, keepdim=True)
     else:
         left, right = left[:, channel:channel + 1], right[:, channel:channel + 1]
-    if highpass:
-        left, right = left - box_mean(left, highpass), right - box_mean(right, highpass)
-    return left, right
+    return box_highpass(left, highpass), box_highpass(right, highpass)
 
 
 def best_radius(cost, radii, subpixel=False):

@@ -20,6 +20,22 @@ def box_mean(x, radius):
     return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
 
 
+def box_highpass(x, radius):
+    """``x`` minus its :func:`box_mean`: what a smooth gain or offset field does not explain.
+
+    Args:
+        x (Tensor): (..., H, W), each plane filtered alone.
+        radius (int): Window radius in pixels (0 returns ``x``).
+
+    Returns:
+        Tensor: Shaped as ``x``.
+    """
+    if radius < 1:
+        return x
+    planes = x.reshape(-1, 1, *x.shape[-2:])
+    return x - box_mean(planes, radius).view_as(x)
+
+
 def guided_filter(guide, src, radius=8, eps=1e-3):
     """Edge-aware smoothing of ``src`` following the edges of ``guide`` (He et al., guided image filter).
 
