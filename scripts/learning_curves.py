@@ -93,6 +93,23 @@ RECIPES = {
             }
         },
     },
+    'defocus_map_search': {
+        'train': 'train_defocus_map_search_photos.yml',
+        'tests': ['test_defocus_map_photos.yml', 'test_defocus_deconv_photos.yml'],
+        'metric': 'aiwe1',
+        'label': 'stage 1 + our unsupervised search loss (ReblurSearchMapLoss: the reblur objective searched)',
+    },
+    'defocus_map_search_l1': {
+        'train': 'train_defocus_map_search_photos.yml',
+        'tests': ['test_defocus_map_photos.yml', 'test_defocus_deconv_photos.yml'],
+        'metric': 'aiwe1',
+        'label': 'stage 1 + our search loss, confidence-weighted L1 (criterion: l1, in the kernels\' pixels)',
+        'suffix': '_l1',
+        'override': {
+            'train:search_opt:criterion': 'l1',
+            'train:search_opt:loss_weight': 300.0
+        },
+    },
     'mccnet': {
         'train': 'train_mccnet_photos.yml',
         'tests': ['test_mccnet_photos.yml'],

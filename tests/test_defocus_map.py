@@ -12,11 +12,13 @@ from defocusgan_plugin.data.dp_synthesis import DEFAULT_PSF, render_layers, synt
 from defocusgan_plugin.losses.affine_invariant_loss import AffineInvariantMapLoss
 from defocusgan_plugin.losses.map_gradient_loss import MapGradientPriorLoss
 from defocusgan_plugin.losses.reblur_loss import ReblurGeometricLoss
+from defocusgan_plugin.losses.reblur_search_loss import ReblurSearchMapLoss
 from defocusgan_plugin.metrics.defocus_map_metric import calculate_aiwe1, calculate_aiwe2, calculate_spearman_error
 from defocusgan_plugin.models.defocus_map_model import DefocusMapModel
 from defocusgan_plugin.ops.deconv import deconv_layered, deconv_occlusion, occlusion_layers
 from defocusgan_plugin.ops.filters import box_mean
 from defocusgan_plugin.ops.psf import dp_psf, kernel_size_for
+from defocusgan_plugin.ops.reblur_search import reblur_search
 from defocusgan_plugin.ops.render import reblur_coc
 
 SYNTH_PSF = {k: v for k, v in DEFAULT_PSF.items() if k in ('order', 'cutoff', 'beta', 'sigma')}
@@ -508,6 +510,72 @@ def test_supervised_map_option_learns_the_gt_map_and_skips_missing_depth(tmp_pat
     model.feed_data({k: v for k, v in scene.items() if k != 'defocus'})
     with pytest.raises(KeyError, match='train.map_opt'):
         model.optimize_parameters(41)
+
+
+def test_reblur_search_finds_the_signed_radius_and_mirrors_with_the_views(scene):
+    """The exhaustive search of the reblur objective recovers both signed halves of the depth-edge scene, in CoC
+    pixels; swapping the views negates it (symmetric kernels); bad inputs and options are refused."""
+    dp = LearnableBlurKernel(max_radius=5, **SYNTH_PSF).dp_kernels().detach()
+    views = torch.stack([scene['lq_l'], scene['lq_r']], 1)
+    radius, cost = reblur_search(scene['gt'], views, dp, step=0.5, window=7, highpass=3)
+    assert cost.shape[1] == 21 and radius.shape == scene['defocus'].shape  # -5..5 every 0.5 px
+    gt = scene['defocus']
+    inner = (slice(None), slice(None), slice(6, -6), np.r_[6:18, 30:42])  # away from the border and the edge
+    assert (radius - gt)[inner].abs().mean() < 0.1, float((radius - gt)[inner].abs().mean())
+    swapped, _ = reblur_search(scene['gt'], views.flip(1), dp, step=0.5, window=7, highpass=3)
+    assert (swapped == -radius)[inner].float().mean() > 0.95
+    with pytest.raises(ValueError, match='step must be 1 / n'):
+        reblur_search(scene['gt'], views, dp, step=0.3)
+    with pytest.raises(ValueError, match='views of its size'):
+        reblur_search(scene['gt'], views[:, :1], dp)
+    with pytest.raises(ValueError, match='window odd'):
+        ReblurSearchMapLoss(window=8)
+
+
+def test_search_loss_ignores_what_the_search_cannot_see():
+    """Confidence weighting: where the sharp image is flat every radius renders the same views, so a map error there
+    costs nothing; the same error on texture does."""
+    torch.manual_seed(0)
+    sharp = torch.rand(1, 3, 32, 48)
+    sharp[..., :24] = 0.5  # flat left half
+    kernels = LearnableBlurKernel(max_radius=3, **SYNTH_PSF)
+    dp = kernels.dp_kernels().detach()
+    exact = torch.full((1, 1, 32, 48), 2.0)
+    views = reblur_coc(sharp, exact, kernels().detach(), dp, linear_light=True)[1]
+    loss = ReblurSearchMapLoss(window=5, highpass=0, criterion='l1')
+    wrong_flat, wrong_texture = exact.clone(), exact.clone()
+    wrong_flat[..., 4:-4, 2:18] = -2.0
+    wrong_texture[..., 4:-4, 30:46] = -2.0
+    assert float(loss(exact, sharp, views, dp)) == 0  # the search finds the rendered radius
+    assert float(loss(wrong_flat, sharp, views, dp)) < 1e-6 < 1.0 < float(loss(wrong_texture, sharp, views, dp))
+    with pytest.raises(ValueError, match="criterion must be 'affine' or 'l1'"):
+        ReblurSearchMapLoss(criterion='l2')
+
+
+def test_search_option_trains_the_map_without_gt_maps(tmp_path, scene):
+    """train.search_opt (ReblurSearchMapLoss) learns from sharp image and views only (no 'defocus' key): with the L1
+    criterion the map ends closer to the GT map in pixels than the reblur loss alone gets in the same iterations,
+    with the affine one (the default) closer up to the affine map that AIWE(1) forgives."""
+    data = {k: v for k, v in scene.items() if k != 'defocus'}
+    inner = torch.zeros_like(scene['defocus'])
+    inner[..., 6:-6, 6:18] = inner[..., 6:-6, 30:42] = 1  # away from the border and the depth edge
+    scores = {}
+    for label, criterion in (('reblur', None), ('l1', 'l1'), ('affine', 'affine')):
+        opt = model_options(tmp_path, network_iters=1000, alternate_iters=0, lr=3e-3)
+        if criterion:
+            opt['train']['search_opt'] = dict(
+                type='ReblurSearchMapLoss', loss_weight=300.0, window=7, highpass=3, criterion=criterion)
+        torch.manual_seed(0)
+        model = build_model(opt)
+        model.feed_data(data)
+        for it in range(1, 31):
+            model.optimize_parameters(it)
+        assert ('l_search' in model.get_current_log()) == bool(criterion)
+        model.test()
+        pixels = float(((model.output - scene['defocus']).abs() * inner).sum() / inner.sum())
+        scores[label] = pixels, calculate_aiwe1(model.output, scene['defocus'], weight=inner)
+    assert scores['l1'][0] < 0.7 * scores['reblur'][0], scores
+    assert scores['affine'][1] < 0.7 * scores['reblur'][1], scores
 
 
 def test_cross_convolution_cue_starts_at_the_right_signed_map(scene):

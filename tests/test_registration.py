@@ -16,7 +16,7 @@ EXPECTED = {
     ],
     'loss': [
         'DefocusAdversarialLoss', 'VGG19PerceptualLoss', 'MSSSIMLoss', 'MapGradientPriorLoss', 'ReblurGeometricLoss',
-        'AffineInvariantMapLoss'
+        'AffineInvariantMapLoss', 'ReblurSearchMapLoss'
     ],
     'model': ['DefocusGANModel', 'DefocusMapModel', 'DefocusDeconvModel', 'DPDeblurModel', 'DPJointOptimModel'],
 }

@@ -181,17 +181,21 @@ def test_score_map_against_depth_ranks_a_map_by_its_agreement_with_the_depth(tmp
 
 def test_cue_diagnostics_scores_the_cue_by_highpass(synthetic_root, tmp_path):
     """scripts/cue_diagnostics.py on the embedded set (no manifest: one family '-'): one row per high-pass radius with
-    AIWE(1) below the plain L1 (the affine fit can only help), and a split without maps refused naming it."""
+    AIWE(1) below the plain L1 (the affine fit can only help); the reblur search's row, from the sharp image too, is
+    better than the cue and its confidence-weighted L1 below its plain one; a split without maps refused naming it."""
     from conftest import run_python
     script = osp.join(SCRIPTS, 'cue_diagnostics.py')
     opt = osp.join(SCRIPTS, '..', 'options', 'train', 'train_defocus_map_photos.yml')
     args = ['--data', str(synthetic_root), '--split', 'test', '--opt', opt, '--highpass', '0', '3', '--threads', '1']
-    proc = run_python([script] + args, tmp_path)
+    proc = run_python([script] + args + ['--search', '7', '--search-highpass', '3'], tmp_path)
     assert proc.returncode == 0, proc.stderr
     cells = [[c.strip() for c in line.split('|')[1:-1]] for line in proc.stdout.splitlines() if line.startswith('| ')]
-    rows = {row[0]: [float(c) for c in row[1:]] for row in cells if row[0] in ('off', '3')}
-    assert set(rows) == {'off', '3'} and '| AIWE(1) - (5) |' in proc.stdout
-    assert all(0 < aiwe <= l1 and family == aiwe for aiwe, l1, family in rows.values())
+    rows = {row[0]: [float(c) if c else None for c in row[1:]] for row in cells[2:]}
+    cues = [rows.pop(f'cue, match_highpass {r}') for r in ('off', '3')]
+    assert '| AIWE(1) - (5) |' in proc.stdout
+    assert all(0 < aiwe <= l1 and weighted is None and family == aiwe for aiwe, l1, weighted, family in cues)
+    (aiwe, l1, weighted, _), = rows.values()
+    assert list(rows) == ['reblur search, window 7, high-pass 3'] and aiwe < cues[1][0] and weighted < l1
     proc = run_python([script, '--data', str(synthetic_root), '--split', 'nope'], tmp_path)
     assert proc.returncode == 2 and 'no GT maps in nope_defocus/' in proc.stderr
 

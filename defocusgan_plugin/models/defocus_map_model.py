@@ -37,9 +37,11 @@ class DefocusMapModel(MapValidationModel):
     (:class:`LearnableBlurKernel`) holds one kernel per integer radius. By default no ground-truth map is used: the
     sharp image ``gt`` reblurred by the map and the kernels (:func:`defocusgan_plugin.ops.render.reblur_coc`) must
     match the captured blurred image, and the rendered DP views the captured ones (``train.reblur_opt``), plus a
-    gradient prior on the map (``train.prior_opt``, switched on after ``train.prior_start_iter``). Our option, off by
+    gradient prior on the map (``train.prior_opt``, switched on after ``train.prior_start_iter``). Our options, off by
     default: ``train.map_opt`` (e.g. ``{type: L1Loss}``) adds a supervised loss of the map against the dataset's GT
-    map in the network phases (synthetic sets have one; NaN pixels are left out). How the kernels blur (signed
+    map in the network phases (synthetic sets have one; NaN pixels are left out); ``train.search_opt``
+    (:class:`ReblurSearchMapLoss`, unsupervised) adds an L1 of the map against the radius that an exhaustive search of
+    the reblur objective finds from the sharp image, the views and the current kernels. How the kernels blur (signed
     kernel sets, 'gather' or 'normalized' compositing, zero or reflect padding, linear light) is read from the kernel
     module (:class:`LearnableBlurKernel`); a map with one channel per colour channel (the release's
     ``DefocusMapReleaseNet``) blurs each colour channel by its own map channel.
@@ -93,6 +95,8 @@ class DefocusMapModel(MapValidationModel):
         self.prior_start_iter = int(train_opt.get('prior_start_iter', 0))
         # our option, off by default (the release is unsupervised): the map against the dataset's GT map
         self.cri_map = build_loss(train_opt['map_opt']).to(self.device) if train_opt.get('map_opt') else None
+        # our option, off by default, unsupervised: the map against the reblur objective's exhaustive search
+        self.cri_search = build_loss(train_opt['search_opt']).to(self.device) if train_opt.get('search_opt') else None
         schedule = train_opt.get('phase_schedule') or {}
         self.network_iters = int(schedule.get('network_iters', 0))
         self.alternate_iters = int(schedule.get('alternate_iters', 0))
@@ -194,6 +198,11 @@ class DefocusMapModel(MapValidationModel):
         if phase == 'network' and self.cri_map is not None:
             loss_dict['l_map'] = self.map_loss()
             l_total = l_total + loss_dict['l_map']
+        if phase == 'network' and self.cri_search is not None:
+            dp_kernels = self.kernel_module.dp_kernels(kernels.detach())
+            loss_dict['l_search'] = self.cri_search(self.output, self.gt, self.views, dp_kernels,
+                                                    self.kernel_module.linear_light)
+            l_total = l_total + loss_dict['l_search']
         self.backward(l_total)
         trained = (self.net_map, self.optimizer_map) if phase == 'network' else (self.net_kernel, self.optimizer_kernel)
         self.guarded_step(loss_dict, [trained], current_iter)
