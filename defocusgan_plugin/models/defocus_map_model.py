@@ -41,9 +41,9 @@ class DefocusMapModel(MapValidationModel):
     default: ``train.map_opt`` (e.g. ``{type: L1Loss}``) adds a supervised loss of the map against the dataset's GT
     map in the network phases (synthetic sets have one; NaN pixels are left out); ``train.search_opt``
     (:class:`ReblurSearchMapLoss`, unsupervised) adds a confidence-weighted loss of the map against the radius that an
-    exhaustive search of the reblur objective finds from the sharp image, the views and the current kernels. How the kernels blur (signed
-    kernel sets, 'gather' or 'normalized' compositing, zero or reflect padding, linear light) is read from the kernel
-    module (:class:`LearnableBlurKernel`); a map with one channel per colour channel (the release's
+    exhaustive search of the reblur objective finds from the sharp image, the views and the current kernels. How the
+    kernels blur (signed kernel sets, 'gather' or 'normalized' compositing, zero or reflect padding, linear light) is
+    read from the kernel module (:class:`LearnableBlurKernel`); a map with one channel per colour channel (the release's
     ``DefocusMapReleaseNet``) blurs each colour channel by its own map channel.
 
     Phases (DefocusGAN): the network alone with the kernels fixed for ``train.phase_schedule.network_iters``, then
