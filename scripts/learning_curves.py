@@ -29,11 +29,13 @@ writes them, so the ``options/test/*_photos.yml`` files and ``defocusgan-deblur`
 """
 import argparse
 import datetime
+import hashlib
 import json
 import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -258,6 +260,8 @@ def read_train_log(path, total_iter=None):
 
 
 def newest(pattern_dir, prefix):
+    if not osp.isdir(pattern_dir):
+        return None
     files = [osp.join(pattern_dir, f) for f in os.listdir(pattern_dir) if f.startswith(prefix) and f.endswith('.log')]
     return max(files, key=osp.getmtime) if files else None
 
@@ -371,6 +375,12 @@ def train_recipe(key, args):
         },
         'test': {},
     }
+    # the log goes with the results: experiments/ is not committed, and --reuse reads the curve from it again
+    log = newest(osp.join(ROOT, 'experiments', name), f'train_{name}')
+    if log:
+        os.makedirs(osp.join(args.out, 'logs'), exist_ok=True)
+        shutil.copyfile(log, osp.join(args.out, 'logs', f'train_{name}.log'))
+        result['log'] = osp.relpath(osp.join(args.out, 'logs', f'train_{name}.log'), ROOT)
     read_curve(result)
     network_map = opt.get('network_map')
     if network_map:  # stage 1: scored with the cue options it trained with, and against its own untrained cue
@@ -382,9 +392,20 @@ def train_recipe(key, args):
 
 
 def read_curve(result):
-    """Fills ``curve`` and ``health`` of a recipe's result from its newest training log."""
+    """Fills ``curve`` and ``health`` of a recipe's result from its training log.
+
+    The copy kept with the results (``log``) comes first, then the newest log under ``experiments/``; with neither (a
+    result of another checkout that kept no copy), the stored curve stands.
+    """
     name, metric = result['name'], result['metric']
-    log = read_train_log(newest(osp.join(ROOT, 'experiments', name), f'train_{name}'), result['iters'])
+    copy = osp.join(ROOT, result['log']) if result.get('log') else None
+    path = copy if copy and osp.isfile(copy) else newest(osp.join(ROOT, 'experiments', name), f'train_{name}')
+    if path is None:
+        if 'curve' not in result:
+            sys.exit(f'{name}: no training log (experiments/{name}/train_{name}*.log) and no stored curve')
+        print(f'[curves] {name}: no training log here, the stored curve stands', flush=True)
+        return
+    log = read_train_log(path, result['iters'])
     curve = [{'iter': it, 'minutes': (t - log['start']) / 60, **m} for it, t, m in log['val']]
     losses = [v for _, _, ls in log['iters'] for v in ls.values()]
     values = [c[metric] for c in curve if metric in c]
@@ -533,6 +554,19 @@ def describe_split(data, split):
     return f'{len(photos) or "?"} photos, {count} images'
 
 
+def data_fingerprint(data):
+    """SHA-256 of every file of the data set (relative paths and contents): a resumed run must train on the same."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(data)):
+        dirs.sort()
+        for name in sorted(files):
+            file_path = osp.join(folder, name)
+            digest.update(osp.relpath(file_path, data).encode() + b'\0')
+            with open(file_path, 'rb') as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+    return digest.hexdigest()
+
+
 def machine():
     """The CPU model and core count (the figures' machine)."""
     model = platform.processor() or platform.machine()
@@ -630,9 +664,13 @@ def main():
     command = 'python scripts/learning_curves.py ' + ' '.join(sys.argv[1:])
     results_path = osp.join(args.out, 'results.json')
     results, saved, trained = {}, {}, False
+    fingerprint = data_fingerprint(args.data)
     if args.reuse and osp.isfile(results_path):
         with open(results_path) as f:
             saved = json.load(f)
+        if saved.get('data_sha256', fingerprint) != fingerprint:
+            sys.exit(f'--reuse: {results_path} was trained on another --data than {args.data} (its files differ: '
+                     'rebuild the set with the commands in its header, or start a new --out)')
         results = {k: v for k, v in saved['recipes'].items() if k in args.recipes}
         for result in results.values():  # curves read again from the logs (the reader may have changed)
             read_curve(result)
@@ -654,8 +692,9 @@ def main():
         budget = argparse.Namespace(**{**vars(args), 'minutes': budgets.get(key, args.minutes)})
         results[key], trained = train_recipe(key, budget), True
         results[key]['budget_minutes'] = None if args.iters else budgets.get(key, args.minutes)
+        record = {'commands': saved.get('commands', []) + [command], 'data_sha256': fingerprint, 'recipes': results}
         with open(results_path, 'w') as f:  # after every recipe: an interrupted run keeps what it finished
-            json.dump({'commands': saved.get('commands', []) + [command], 'recipes': results}, f, indent=2)
+            json.dump(record, f, indent=2)
     if args.evaluate:  # the trained checkpoints on another set (e.g. another PSF model): what limits them
         with open(args.evaluate) as f:
             results = {k: v for k, v in json.load(f)['recipes'].items() if k in args.recipes}
@@ -673,8 +712,9 @@ def main():
     else:
         refs = references(args, results)
         commands.append(command)
+    record = {'commands': commands, 'machine': machine(), 'data_sha256': fingerprint, 'references': refs}
     with open(results_path, 'w') as f:
-        json.dump({'commands': commands, 'machine': machine(), 'references': refs, 'recipes': results}, f, indent=2)
+        json.dump({**record, 'recipes': results}, f, indent=2)
     write_table(args, results, refs, commands)
     if not args.evaluate:  # the curves belong to the training run's val split
         write_plot(args, results, refs)

@@ -128,6 +128,21 @@ def test_training_log_gives_curve_health_and_times(lc, tmp_path):
     assert [it for it, _, _ in lc.read_train_log(str(path), total_iter=1020)['val']] == [10, 1015, 1020]
 
 
+def test_reused_result_reads_its_kept_log_and_keeps_its_curve_without_one(lc, tmp_path, monkeypatch):
+    """A run resumed with --reuse in a fresh checkout (no experiments/) reads the log copy kept with the results."""
+    monkeypatch.setattr(lc, 'ROOT', str(tmp_path))
+    (tmp_path / 'out' / 'logs').mkdir(parents=True)
+    (tmp_path / 'out' / 'logs' / 'train_run.log').write_text(LOG)
+    result = {'name': 'run', 'metric': 'psnr', 'iters': 1015, 'log': 'out/logs/train_run.log'}
+    lc.read_curve(result)
+    assert [c['iter'] for c in result['curve']] == [10, 1015] and result['health']['nan_guard_skips'] == 1
+    stored = {**result, 'log': 'out/logs/gone.log'}
+    lc.read_curve(stored)  # neither the copy nor experiments/run: the stored curve stands
+    assert stored['curve'] == result['curve']
+    with pytest.raises(SystemExit, match='run: no training log'):
+        lc.read_curve({'name': 'run', 'metric': 'psnr', 'iters': 1015})
+
+
 @pytest.mark.usefixtures('one_thread')
 @pytest.mark.parametrize('recipe', [
     'train_defocus_map_photos.yml', 'train_defocus_map_supervised_photos.yml', 'train_mccnet_photos.yml',
@@ -161,3 +176,23 @@ def test_merge_refuses_what_it_cannot_take_naming_the_item(tmp_path, item, messa
     proc = subprocess.run(command + ['--merge', item], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and f'--merge {item}: {message}' in proc.stderr, proc.stderr
     assert not (tmp_path / 'out').exists()  # refused before anything is written
+
+
+def test_reuse_refuses_a_run_trained_on_other_data(lc, tmp_path):
+    import json
+    import subprocess
+    import sys
+    data = tmp_path / 'data'
+    (data / 'train_c' / 'source').mkdir(parents=True)
+    (data / 'train_c' / 'source' / 'a.png').write_bytes(b'one')
+    first = lc.data_fingerprint(str(data))
+    (data / 'train_c' / 'source' / 'a.png').write_bytes(b'two')
+    assert lc.data_fingerprint(str(data)) != first  # contents count, not only names
+    out = tmp_path / 'out'
+    out.mkdir()
+    saved = json.dumps({'commands': [], 'data_sha256': first, 'recipes': {}})
+    (out / 'results.json').write_text(saved)
+    command = [sys.executable, osp.join(ROOT, 'scripts', 'learning_curves.py'), '--data', str(data), '--out', str(out)]
+    proc = subprocess.run(command + ['--reuse', '--work', str(tmp_path / 'work')], capture_output=True, text=True)
+    assert proc.returncode == 1 and 'was trained on another --data' in proc.stderr, proc.stderr
+    assert (out / 'results.json').read_text() == saved  # nothing already written is lost
