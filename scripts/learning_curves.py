@@ -26,6 +26,10 @@ Writes into ``--out``: ``results.json`` (everything), ``table.md`` and ``curves.
 against iterations and minutes, the references as horizontal lines). Work files (derived option files, logs) go to
 ``--work`` (default ``experiments/learning_curves``); checkpoints to ``experiments/<recipe name>/models`` as BasicSR
 writes them, so the ``options/test/*_photos.yml`` files and ``defocusgan-deblur`` find them.
+
+Resuming: results.json is written after every recipe, with a copy of each recipe's training log in ``<out>/logs``
+and the SHA-256 of the data set. ``--reuse`` with the same command trains only the recipes not in it yet, in this
+checkout or a fresh one (the photo set rebuilt by the commands above; other data is refused).
 """
 import argparse
 import datetime
