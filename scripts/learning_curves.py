@@ -28,8 +28,9 @@ against iterations and minutes, the references as horizontal lines). Work files 
 writes them, so the ``options/test/*_photos.yml`` files and ``defocusgan-deblur`` find them.
 
 Resuming: results.json is written after every recipe, with a copy of each recipe's training log in ``<out>/logs``
-and the SHA-256 of the data set. ``--reuse`` with the same command trains only the recipes not in it yet, in this
-checkout or a fresh one (the photo set rebuilt by the commands above; other data is refused).
+and the SHA-256 of the data set and of each recipe. ``--reuse`` with the same command trains only the recipes not in
+it yet, or whose option file (or override) changed since, in this checkout or a fresh one (the photo set rebuilt by the
+commands above; other data is refused).
 """
 import argparse
 import datetime
@@ -126,7 +127,17 @@ RECIPES = {
         'train': 'train_defocusgan_slim_photos.yml',
         'tests': ['test_defocusgan_slim_photos.yml'],
         'metric': 'psnr',
-        'label': 'DefocusGAN, slim generator (single image in), adversarial weight 0.0005',
+        'label': 'DefocusGAN, slim generator (single image in), adversarial weight 0.0002',
+    },
+    'defocusgan_slim_adv_0005': {
+        'train': 'train_defocusgan_slim_photos.yml',
+        'tests': ['test_defocusgan_slim_photos.yml'],
+        'metric': 'psnr',
+        'label': 'DefocusGAN slim, adversarial weight 0.0005 (the recipe until the one-run)',
+        'suffix': '_adv_0005',
+        'override': {
+            'train:gan_opt:loss_weight': 0.0005
+        },
     },
     'defocusgan_slim_noguide': {
         'train': 'train_defocusgan_slim_photos.yml',
@@ -296,6 +307,15 @@ def recipe_options(key, args):
     return opt
 
 
+def recipe_fingerprint(key):
+    """SHA-256 of the recipe's option file and override: a result trained with another recipe is not reused."""
+    recipe = RECIPES[key]
+    with open(osp.join(ROOT, 'options', 'train', recipe['train']), 'rb') as f:
+        digest = hashlib.sha256(f.read())
+    digest.update(json.dumps([recipe.get('override', {}), recipe.get('suffix', '')], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 def write_options(opt, path):
     with open(path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
@@ -369,6 +389,7 @@ def train_recipe(key, args):
         'label': RECIPES[key]['label'],
         'option_file': f'options/train/{RECIPES[key]["train"]}',
         'override': RECIPES[key].get('override', {}),
+        'recipe_sha256': recipe_fingerprint(key),
         'metric': RECIPES[key]['metric'],
         'iters': iters,
         'train_minutes': seconds / 60,
@@ -676,6 +697,12 @@ def main():
             sys.exit(f'--reuse: {results_path} was trained on another --data than {args.data} (its files differ: '
                      'rebuild the set with the commands in its header, or start a new --out)')
         results = {k: v for k, v in saved['recipes'].items() if k in args.recipes}
+        for key, result in list(results.items()):
+            if result.get('recipe_sha256', recipe_fingerprint(key)) != recipe_fingerprint(key):
+                print(
+                    f'[curves] {key}: {result["option_file"]} changed since it was trained; training it again',
+                    flush=True)
+                del results[key]
         for result in results.values():  # curves read again from the logs (the reader may have changed)
             read_curve(result)
     for key, (other, result) in merged.items():

@@ -196,3 +196,17 @@ def test_reuse_refuses_a_run_trained_on_other_data(lc, tmp_path):
     proc = subprocess.run(command + ['--reuse', '--work', str(tmp_path / 'work')], capture_output=True, text=True)
     assert proc.returncode == 1 and 'was trained on another --data' in proc.stderr, proc.stderr
     assert (out / 'results.json').read_text() == saved  # nothing already written is lost
+
+
+def test_recipe_fingerprint_follows_the_option_file_and_the_override(lc, tmp_path, monkeypatch):
+    (tmp_path / 'options' / 'train').mkdir(parents=True)
+    option_file = tmp_path / 'options' / 'train' / 'r.yml'
+    option_file.write_text('train: {gan_opt: {loss_weight: 0.0005}}\n')
+    monkeypatch.setattr(lc, 'ROOT', str(tmp_path))
+    monkeypatch.setitem(lc.RECIPES, 'r', {'train': 'r.yml'})
+    monkeypatch.setitem(lc.RECIPES, 'r_low', {'train': 'r.yml', 'override': {'train:gan_opt:loss_weight': 0.0002}})
+    first = lc.recipe_fingerprint('r')
+    assert lc.recipe_fingerprint('r') == first  # stable: a reused run keeps an unchanged recipe
+    assert lc.recipe_fingerprint('r_low') != first
+    option_file.write_text('train: {gan_opt: {loss_weight: 0.0002}}\n')
+    assert lc.recipe_fingerprint('r') != first  # an edited recipe trains again under --reuse
