@@ -137,6 +137,10 @@ def parse_args(argv=None):
         help='rows that would start after this many seconds are skipped (default 450; a compiled row '
         f'needs {COMPILE_S} s left)')
     parser.add_argument('--keep-work', action='store_true', help='keep the data and experiments under <out>/work')
+    parser.add_argument(
+        '--rows',
+        help='run only the rows whose section and labels match this regular expression, e.g. "slim|MCCNet" '
+        '(a second lease measures what the first one\'s budget skipped)')
     args = parser.parse_args(argv)
     dry = args.dry_run
     args.device = 'cpu' if dry else 'cuda'
@@ -566,9 +570,8 @@ def markdown(report):
 def main(argv=None):
     args = parse_args(argv)
     import torch
+    import defocusgan_plugin  # noqa: F401, I001  (first: basicsr's torchvision alias, then the registrations)
     from basicsr.utils import get_root_logger
-
-    import defocusgan_plugin  # noqa: F401  (registrations; basicsr's torchvision alias)
     get_root_logger(log_level=logging.WARNING)  # the first call sets the level: no network printouts
     device = torch.device(args.device)
     if device.type == 'cuda':
@@ -622,7 +625,9 @@ def main(argv=None):
         print(f'[{time.time() - start:5.0f} s] {section} {key}', file=sys.stderr, flush=True)
         # a compiled row compiles for minutes with inductor: it starts only with COMPILE_S of the budget left
         needs = COMPILE_S if INFERENCE_MODES.get(key.get('mode'), (0, 0, False))[2] and not args.dry_run else 0
-        if time.time() - start + needs > args.budget_s:
+        if args.rows and not re.search(args.rows, f'{section} {" ".join(map(str, label.values()))}'):
+            row = dict(label, status='not selected (--rows)')
+        elif time.time() - start + needs > args.budget_s:
             row = dict(label, status='skipped: time budget')
         elif key.get('amp') == 'fp16' and device.type != 'cuda':
             row = dict(label, status='skipped: fp16 needs CUDA')

@@ -111,6 +111,25 @@ def test_gpu_check_dry_run_fills_every_row(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ['gpu_check.json', 'gpu_check.md']  # the work folder is removed
 
 
+def test_gpu_check_rows_runs_only_the_selected_rows(tmp_path):
+    """--rows: a second lease measures what the first one's budget skipped, and nothing else."""
+    import json
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', TMPDIR=str(tmp_path))
+    proc = subprocess.run(['bash', osp.join(SCRIPTS, 'gpu_check.sh'), '--dry-run', '--out', 'out', '--rows', '^joint'],
+                          cwd=tmp_path,
+                          env=env,
+                          capture_output=True,
+                          text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((tmp_path / 'out' / 'gpu_check.json').read_text())
+    assert [r['status'] for r in report['joint']] == ['ok']
+    others = report['inference'] + report['training'] + report['ddp']
+    assert len(others) == 8 + 13 + 1 and {r['status'] for r in others} == {'not selected (--rows)'}
+
+
 def test_gpu_check_names_the_child_error_of_a_failed_torchrun():
     stderr = (
         'Traceback (most recent call last):\n  File "train.py", line 194, in train_pipeline\n'
