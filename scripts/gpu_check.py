@@ -570,8 +570,9 @@ def markdown(report):
 def main(argv=None):
     args = parse_args(argv)
     import torch
-    import defocusgan_plugin  # noqa: F401, I001  (first: basicsr's torchvision alias, then the registrations)
-    from basicsr.utils import get_root_logger
+
+    import defocusgan_plugin  # noqa: F401  # isort: skip  (before basicsr: its torchvision alias; the registrations)
+    from basicsr.utils import get_root_logger  # isort: skip
     get_root_logger(log_level=logging.WARNING)  # the first call sets the level: no network printouts
     device = torch.device(args.device)
     if device.type == 'cuda':

@@ -117,12 +117,13 @@ def test_gpu_check_rows_runs_only_the_selected_rows(tmp_path):
     import subprocess
     import sys
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', TMPDIR=str(tmp_path))
-    proc = subprocess.run(['bash', osp.join(SCRIPTS, 'gpu_check.sh'), '--dry-run', '--out', 'out', '--rows', '^joint'],
-                          cwd=tmp_path,
-                          env=env,
-                          capture_output=True,
-                          text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        ['bash', osp.join(SCRIPTS, 'gpu_check.sh'), '--dry-run', '--out', 'out', '--rows', '^joint'],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((tmp_path / 'out' / 'gpu_check.json').read_text())
     assert [r['status'] for r in report['joint']] == ['ok']
