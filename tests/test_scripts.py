@@ -68,23 +68,27 @@ def test_benchmark_data_tiny_run_measures_every_mode(tmp_path):
     assert list(tmp_path.iterdir()) == [out]  # the temporary set (under TMPDIR) is removed
 
 
-def test_gpu_check_dry_run_fills_every_row(tmp_path):
-    """scripts/gpu_check.sh --dry-run (CPU, tiny networks and sizes, gloo) end to end, so the GPU check cannot rot."""
+def run_gpu_check(tmp_path, *flags):
+    """scripts/gpu_check.sh --dry-run in ``tmp_path`` with a relative --out (as the default: the DDP row's torchrun
+    child runs in another folder and once could not find its option file); returns the report."""
     import json
     import subprocess
     import sys
-    out = tmp_path / 'out'
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', TMPDIR=str(tmp_path))
-    # a relative --out, as the default: the DDP row's torchrun child runs in another folder and once could not find
-    # its option file
-    proc = subprocess.run(['bash', osp.join(SCRIPTS, 'gpu_check.sh'), '--dry-run', '--out', 'out'],
+    proc = subprocess.run(['bash', osp.join(SCRIPTS, 'gpu_check.sh'), '--dry-run', '--out', 'out', *flags],
                           cwd=tmp_path,
                           env=env,
                           capture_output=True,
                           text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads((out / 'gpu_check.json').read_text())
+    return json.loads((tmp_path / 'out' / 'gpu_check.json').read_text())
+
+
+def test_gpu_check_dry_run_fills_every_row(tmp_path):
+    """scripts/gpu_check.sh --dry-run (CPU, tiny networks and sizes, gloo) end to end, so the GPU check cannot rot."""
+    out = tmp_path / 'out'
+    report = run_gpu_check(tmp_path)
     assert report['dry_run'] and report['machine']['device'] == 'cpu'
     assert [(r['generator'], r['mode']) for r in report['inference']
             ] == [(g, m) for g in ('DefocusGANGenerator', 'DefocusGANReleaseGenerator')
@@ -113,19 +117,7 @@ def test_gpu_check_dry_run_fills_every_row(tmp_path):
 
 def test_gpu_check_rows_runs_only_the_selected_rows(tmp_path):
     """--rows: a second lease measures what the first one's budget skipped, and nothing else."""
-    import json
-    import subprocess
-    import sys
-    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', TMPDIR=str(tmp_path))
-    proc = subprocess.run(
-        ['bash', osp.join(SCRIPTS, 'gpu_check.sh'), '--dry-run', '--out', 'out', '--rows', '^joint'],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    report = json.loads((tmp_path / 'out' / 'gpu_check.json').read_text())
+    report = run_gpu_check(tmp_path, '--rows', '^joint')
     assert [r['status'] for r in report['joint']] == ['ok']
     others = report['inference'] + report['training'] + report['ddp']
     assert len(others) == 8 + 13 + 1 and {r['status'] for r in others} == {'not selected (--rows)'}
