@@ -698,7 +698,8 @@ def main():
                      'rebuild the set with the commands in its header, or start a new --out)')
         results = {k: v for k, v in saved['recipes'].items() if k in args.recipes}
         for key, result in list(results.items()):
-            if result.get('recipe_sha256', recipe_fingerprint(key)) != recipe_fingerprint(key):
+            recipe_sha = recipe_fingerprint(key)  # (not `fingerprint`: that is the data's, written below)
+            if result.get('recipe_sha256', recipe_sha) != recipe_sha:
                 print(
                     f'[curves] {key}: {result["option_file"]} changed since it was trained; training it again',
                     flush=True)
