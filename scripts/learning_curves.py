@@ -8,10 +8,11 @@
 One recipe after another (``--recipes``; each an ``options/train/*_photos.yml``, the ablation a named override of
 one), each as a user would run it: ``python -m defocusgan_plugin.train`` in a subprocess with ``--threads`` threads.
 
-* Budget: ``--minutes`` per recipe. A short probe run times the recipe's iterations (before and after its critic
-  starts, for the GAN recipes); the iterations that fit the budget become ``total_iter`` and every iteration count
-  of the file (learning-rate milestones and periods, critic / adversarial / prior starts, guidance annealing, stage-1
-  phases) is rescaled by the same factor, so the whole schedule runs. ``--iters N`` fixes the iterations instead
+* Budget: ``--minutes`` per recipe. A short probe run times the recipe's iterations at its two speeds (a GAN's
+  before and after its critic starts, a stage-1 recipe's network and kernel-only steps); the iterations that fit
+  the budget become ``total_iter`` and every iteration count of the file (learning-rate milestones and periods,
+  critic / adversarial / prior starts, guidance annealing, stage-1 phases) is rescaled by the same factor, so the
+  whole schedule runs. ``--iters N`` fixes the iterations instead
   (for a shared machine, where time is no measure).
 * Curves: validation on the photo-disjoint val split ``--points`` times; read from the BasicSR training log with
   the log's time stamps (minutes include validation).
@@ -29,8 +30,8 @@ writes them, so the ``options/test/*_photos.yml`` files and ``defocusgan-deblur`
 
 Resuming: results.json is written after every recipe, with a copy of each recipe's training log in ``<out>/logs``
 and the SHA-256 of the data set and of each recipe. ``--reuse`` with the same command trains only the recipes not in
-it yet, or whose option file (or override) changed since, in this checkout or a fresh one (the photo set rebuilt by the
-commands above; other data is refused).
+it yet, or whose option file (or override) or budget in minutes changed since, in this checkout or a fresh one (the
+photo set rebuilt by the commands above; other data is refused).
 """
 import argparse
 import datetime
@@ -316,23 +317,69 @@ def recipe_fingerprint(key):
     return digest.hexdigest()
 
 
+def stale_reason(key, result, budget_minutes):
+    """Why a result in results.json cannot stand for this command (``None`` when it can be reused).
+
+    Args:
+        key (str): Recipe key.
+        result (dict): Its saved result.
+        budget_minutes (float | None): The budget this command gives it (``None``: fixed ``--iters``).
+    """
+    recipe_sha = recipe_fingerprint(key)
+    if result.get('recipe_sha256', recipe_sha) != recipe_sha:
+        return f'{result["option_file"]} changed since it was trained'
+    saved = result.get('budget_minutes')
+    if budget_minutes is not None and saved is not None and float(saved) != float(budget_minutes):
+        return f'trained for {saved:g} min, asked for {budget_minutes:g}'
+    return None
+
+
 def write_options(opt, path):
     with open(path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
     return path
 
 
+def second_part(opt):
+    """Share of a recipe's iterations that run at the second speed the probe measures, and the probe's options.
+
+    Two kinds of recipe step at two speeds: a GAN's steps once its critic (or adversarial term) starts are slower,
+    a stage-1 recipe's kernel-only steps (``train.phase_schedule``) are cheaper (no backward through the map network).
+
+    Returns:
+        tuple[float, dict]: the share of ``train.total_iter``, and the option keys that make the probe's second half
+        (iterations ``n + 1`` to ``2 n``) run at that speed, each a function of ``n``; ``(0.0, {})`` for one speed.
+    """
+    total = int(opt['train']['total_iter'])
+    if 'network_d' in opt:
+        names = ('train:critic_start_iter', 'train:gan_start_iter')
+        keys = {k: (lambda n: n) for k in names if get_option(opt, k) is not None}  # a start of 0 counts
+        start = min([int(get_option(opt, k)) for k in keys] + [total])
+        return 1 - start / total, keys
+    network = int(get_option(opt, 'train:phase_schedule:network_iters') or 0)
+    alternate = int(get_option(opt, 'train:phase_schedule:alternate_iters') or 0)
+    if alternate > 0:  # after the network phase, blocks of `alternate` iterations: kernel first, then network
+        kernel = sum(1 for i in range(network, total) if (i - network) // alternate % 2 == 0)
+        return kernel / total, {
+            'train:phase_schedule:network_iters': lambda n: n,
+            'train:phase_schedule:alternate_iters': lambda n: n,
+        }
+    return 0.0, {}
+
+
 def probe_speed(key, args):
-    """Seconds per iteration of the recipe before and after its critic starts, from a short run's log stamps."""
+    """Seconds per iteration of the recipe at its two speeds (see `second_part`), from a short run's log stamps."""
     opt = recipe_options(key, args)
     opt['name'] = f'lc_probe_{key}'
     n = args.probe_iters
-    has_critic = 'network_d' in opt
-    total = 2 * n if has_critic else n
+    _, keys = second_part(opt)
+    total = 2 * n if keys else n
     opt['train']['total_iter'] = total
     for k in ('train:critic_start_iter', 'train:gan_start_iter'):
-        if get_option(opt, k) is not None:
-            set_option(opt, k, n if has_critic else total)
+        if get_option(opt, k) is not None and k not in keys:  # starts outside the probe: off in it
+            set_option(opt, k, total)
+    for k, value in keys.items():
+        set_option(opt, k, value(n))
     if get_option(opt, 'train:scheduler:periods'):
         set_option(opt, 'train:scheduler:periods', [total])
     opt['val'] = None
@@ -347,25 +394,26 @@ def probe_speed(key, args):
         values = sorted(values)
         return values[len(values) // 2]
 
-    plain = median(steps[1:n - 1])  # the first step holds warm-up
-    critic = median(steps[n:]) if has_critic else plain
-    return plain, critic
+    # each part's later half: its first steps run slower (the stage-1 recipe's first 8 by 20 %)
+    plain = median(steps[n // 2:n - 1])
+    second = median(steps[n + n // 2:]) if keys else plain
+    return plain, second
 
 
 def plan_iterations(key, args):
     """Iterations that fit ``args.minutes`` (or ``args.iters``), with the probe's figures."""
     if args.iters:
         return args.iters, {}
-    plain, critic = probe_speed(key, args)
-    opt = recipe_options(key, args)
-    total = int(opt['train']['total_iter'])
-    start = min(
-        v for v in (get_option(opt, 'train:critic_start_iter'), get_option(opt, 'train:gan_start_iter'), total)
-        if v is not None)
-    frac = start / total if 'network_d' in opt else 1.0
-    per_iter = frac * plain + (1 - frac) * critic
+    plain, second = probe_speed(key, args)
+    share, _ = second_part(recipe_options(key, args))
+    per_iter = (1 - share) * plain + share * second
     iters = int(args.minutes * 60 * (1 - args.val_share) / per_iter)
-    return max(iters, args.points), {'s_per_iter': plain, 's_per_iter_critic': critic, 'planned_s_per_iter': per_iter}
+    return max(iters, args.points), {
+        's_per_iter': plain,
+        's_per_iter_second': second,
+        'second_share': share,
+        'planned_s_per_iter': per_iter
+    }
 
 
 def train_recipe(key, args):
@@ -650,7 +698,7 @@ def main():
     parser.add_argument('--iters', type=int, default=0, help='fixed iterations per recipe instead of --minutes')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--points', type=int, default=12, help='validations per run')
-    parser.add_argument('--probe-iters', type=int, default=8)
+    parser.add_argument('--probe-iters', type=int, default=16)
     parser.add_argument('--val-share', type=float, default=0.05, help='budget share kept for validation')
     parser.add_argument('--split', default='test')
     parser.add_argument('--reuse', action='store_true', help='keep recipes already in <out>/results.json')
@@ -686,6 +734,12 @@ def main():
         os.makedirs(getattr(args, key), exist_ok=True)
     if not osp.isdir(osp.join(args.data, 'train_c')):
         sys.exit(f'--data {args.data}: no DPDD layout there (make it with scripts/make_synthetic_dpdd.py --photos)')
+    budgets = {}
+    for item in args.minutes_for:
+        key, _, minutes = item.partition('=')
+        if key not in RECIPES:
+            parser.error(f'--minutes-for {item}: unknown recipe {key!r} (one of {", ".join(RECIPES)})')
+        budgets[key] = float(minutes)
     command = 'python scripts/learning_curves.py ' + ' '.join(sys.argv[1:])
     results_path = osp.join(args.out, 'results.json')
     results, saved, trained = {}, {}, False
@@ -698,11 +752,9 @@ def main():
                      'rebuild the set with the commands in its header, or start a new --out)')
         results = {k: v for k, v in saved['recipes'].items() if k in args.recipes}
         for key, result in list(results.items()):
-            recipe_sha = recipe_fingerprint(key)  # (not `fingerprint`: that is the data's, written below)
-            if result.get('recipe_sha256', recipe_sha) != recipe_sha:
-                print(
-                    f'[curves] {key}: {result["option_file"]} changed since it was trained; training it again',
-                    flush=True)
+            reason = stale_reason(key, result, None if args.iters else budgets.get(key, args.minutes))
+            if reason:
+                print(f'[curves] {key}: {reason}; training it again', flush=True)
                 del results[key]
         for result in results.values():  # curves read again from the logs (the reader may have changed)
             read_curve(result)
@@ -712,12 +764,6 @@ def main():
         saved.setdefault('references', other['references'])  # the same data: the reference rows stand
         commands = saved.setdefault('commands', [])
         commands += [c for c in other['commands'] if c not in commands]
-    budgets = {}
-    for item in args.minutes_for:
-        key, _, minutes = item.partition('=')
-        if key not in RECIPES:
-            parser.error(f'--minutes-for {item}: unknown recipe {key!r} (one of {", ".join(RECIPES)})')
-        budgets[key] = float(minutes)
     for key in [] if args.evaluate else args.recipes:
         if key in results:
             continue

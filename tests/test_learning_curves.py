@@ -210,3 +210,37 @@ def test_recipe_fingerprint_follows_the_option_file_and_the_override(lc, tmp_pat
     assert lc.recipe_fingerprint('r_low') != first
     option_file.write_text('train: {gan_opt: {loss_weight: 0.0002}}\n')
     assert lc.recipe_fingerprint('r') != first  # an edited recipe trains again under --reuse
+
+
+def test_reuse_trains_again_a_recipe_given_another_budget(lc, monkeypatch):
+    monkeypatch.setattr(lc, 'recipe_fingerprint', lambda key: 'same')
+    result = {'option_file': 'r.yml', 'recipe_sha256': 'same', 'budget_minutes': 45.0}
+    assert lc.stale_reason('r', result, 45) is None
+    assert lc.stale_reason('r', result, None) is None  # --iters runs keep what is there
+    assert lc.stale_reason('r', result, 60) == 'trained for 45 min, asked for 60'
+    assert 'r.yml changed' in lc.stale_reason('r', {**result, 'recipe_sha256': 'other'}, 45)
+
+
+@pytest.mark.parametrize('schedule', [(1200, 200, 2400), (7, 3, 30), (5, 0, 20), (0, 4, 9)])
+def test_probe_plan_counts_the_stage1_kernel_steps_as_the_model_runs_them(lc, schedule):
+    """Kernel-only steps cost half a network step: a plan that ignores them trained 45 min of budget in 32."""
+    from defocusgan_plugin.models.defocus_map_model import DefocusMapModel
+    network, alternate, total = schedule
+    opt = {'train': {'total_iter': total, 'phase_schedule': {'network_iters': network, 'alternate_iters': alternate}}}
+    model = argparse.Namespace(network_iters=network, alternate_iters=alternate)
+    kernel = sum(DefocusMapModel.phase_at(model, i) == 'kernel' for i in range(1, total + 1))
+    share, keys = lc.second_part(opt)
+    assert share == pytest.approx(kernel / total)
+    if alternate:  # the probe's second half (iterations n + 1 to 2 n) is kernel-only
+        probe = argparse.Namespace(
+            network_iters=keys['train:phase_schedule:network_iters'](8),
+            alternate_iters=keys['train:phase_schedule:alternate_iters'](8))
+        assert [DefocusMapModel.phase_at(probe, i) for i in (8, 9, 16)] == ['network', 'kernel', 'kernel']
+
+
+def test_probe_plan_of_a_gan_recipe_counts_the_steps_after_its_critic_starts(lc):
+    opt = {'network_d': {}, 'train': {'total_iter': 3000, 'critic_start_iter': 1000, 'gan_start_iter': 2000}}
+    share, keys = lc.second_part(opt)
+    assert share == pytest.approx(2 / 3) and sorted(keys) == ['train:critic_start_iter', 'train:gan_start_iter']
+    assert lc.second_part({'network_d': {}, 'train': {'total_iter': 10, 'critic_start_iter': 0}})[0] == 1.0
+    assert lc.second_part({'train': {'total_iter': 10}}) == (0.0, {})
