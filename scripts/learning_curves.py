@@ -12,8 +12,7 @@ one), each as a user would run it: ``python -m defocusgan_plugin.train`` in a su
   before and after its critic starts, a stage-1 recipe's network and kernel-only steps); the iterations that fit
   the budget become ``total_iter`` and every iteration count of the file (learning-rate milestones and periods,
   critic / adversarial / prior starts, guidance annealing, stage-1 phases) is rescaled by the same factor, so the
-  whole schedule runs. ``--iters N`` fixes the iterations instead
-  (for a shared machine, where time is no measure).
+  whole schedule runs. ``--iters N`` fixes the iterations instead (for a shared machine, where time is no measure).
 * Curves: validation on the photo-disjoint val split ``--points`` times; read from the BasicSR training log with
   the log's time stamps (minutes include validation).
 * Test: the last checkpoint through ``python -m defocusgan_plugin.test`` with the recipe's ``options/test`` file.
@@ -347,39 +346,39 @@ def second_part(opt):
     a stage-1 recipe's kernel-only steps (``train.phase_schedule``) are cheaper (no backward through the map network).
 
     Returns:
-        tuple[float, dict]: the share of ``train.total_iter``, and the option keys that make the probe's second half
-        (iterations ``n + 1`` to ``2 n``) run at that speed, each a function of ``n``; ``(0.0, {})`` for one speed.
+        tuple[float, tuple]: the share of ``train.total_iter``, and the option keys that, set to ``n``, make the
+        probe's second half (iterations ``n + 1`` to ``2 n``) run at that speed; ``(0.0, ())`` for one speed.
     """
     total = int(opt['train']['total_iter'])
     if 'network_d' in opt:
         names = ('train:critic_start_iter', 'train:gan_start_iter')
-        keys = {k: (lambda n: n) for k in names if get_option(opt, k) is not None}  # a start of 0 counts
+        keys = tuple(k for k in names if get_option(opt, k) is not None)  # a start of 0 counts
         start = min([int(get_option(opt, k)) for k in keys] + [total])
         return 1 - start / total, keys
     network = int(get_option(opt, 'train:phase_schedule:network_iters') or 0)
     alternate = int(get_option(opt, 'train:phase_schedule:alternate_iters') or 0)
     if alternate > 0:  # after the network phase, blocks of `alternate` iterations: kernel first, then network
         kernel = sum(1 for i in range(network, total) if (i - network) // alternate % 2 == 0)
-        return kernel / total, {
-            'train:phase_schedule:network_iters': lambda n: n,
-            'train:phase_schedule:alternate_iters': lambda n: n,
-        }
-    return 0.0, {}
+        return kernel / total, ('train:phase_schedule:network_iters', 'train:phase_schedule:alternate_iters')
+    return 0.0, ()
 
 
 def probe_speed(key, args):
-    """Seconds per iteration of the recipe at its two speeds (see `second_part`), from a short run's log stamps."""
+    """Seconds per iteration of the recipe at its two speeds, from a short run's log stamps, and the second's share.
+
+    See `second_part`.
+    """
     opt = recipe_options(key, args)
     opt['name'] = f'lc_probe_{key}'
     n = args.probe_iters
-    _, keys = second_part(opt)
+    share, keys = second_part(opt)
     total = 2 * n if keys else n
     opt['train']['total_iter'] = total
     for k in ('train:critic_start_iter', 'train:gan_start_iter'):
         if get_option(opt, k) is not None and k not in keys:  # starts outside the probe: off in it
             set_option(opt, k, total)
-    for k, value in keys.items():
-        set_option(opt, k, value(n))
+    for k in keys:
+        set_option(opt, k, n)
     if get_option(opt, 'train:scheduler:periods'):
         set_option(opt, 'train:scheduler:periods', [total])
     opt['val'] = None
@@ -397,15 +396,14 @@ def probe_speed(key, args):
     # each part's later half: its first steps run slower (the stage-1 recipe's first 8 by 20 %)
     plain = median(steps[n // 2:n - 1])
     second = median(steps[n + n // 2:]) if keys else plain
-    return plain, second
+    return plain, second, share
 
 
 def plan_iterations(key, args):
     """Iterations that fit ``args.minutes`` (or ``args.iters``), with the probe's figures."""
     if args.iters:
         return args.iters, {}
-    plain, second = probe_speed(key, args)
-    share, _ = second_part(recipe_options(key, args))
+    plain, second, share = probe_speed(key, args)
     per_iter = (1 - share) * plain + share * second
     iters = int(args.minutes * 60 * (1 - args.val_share) / per_iter)
     return max(iters, args.points), {

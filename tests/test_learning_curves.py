@@ -232,9 +232,8 @@ def test_probe_plan_counts_the_stage1_kernel_steps_as_the_model_runs_them(lc, sc
     share, keys = lc.second_part(opt)
     assert share == pytest.approx(kernel / total)
     if alternate:  # the probe's second half (iterations n + 1 to 2 n) is kernel-only
-        probe = argparse.Namespace(
-            network_iters=keys['train:phase_schedule:network_iters'](8),
-            alternate_iters=keys['train:phase_schedule:alternate_iters'](8))
+        assert keys == ('train:phase_schedule:network_iters', 'train:phase_schedule:alternate_iters')
+        probe = argparse.Namespace(network_iters=8, alternate_iters=8)
         assert [DefocusMapModel.phase_at(probe, i) for i in (8, 9, 16)] == ['network', 'kernel', 'kernel']
 
 
@@ -243,4 +242,4 @@ def test_probe_plan_of_a_gan_recipe_counts_the_steps_after_its_critic_starts(lc)
     share, keys = lc.second_part(opt)
     assert share == pytest.approx(2 / 3) and sorted(keys) == ['train:critic_start_iter', 'train:gan_start_iter']
     assert lc.second_part({'network_d': {}, 'train': {'total_iter': 10, 'critic_start_iter': 0}})[0] == 1.0
-    assert lc.second_part({'train': {'total_iter': 10}}) == (0.0, {})
+    assert lc.second_part({'train': {'total_iter': 10}}) == (0.0, ())
