@@ -145,8 +145,8 @@ def test_reused_result_reads_its_kept_log_and_keeps_its_curve_without_one(lc, tm
 
 @pytest.mark.usefixtures('one_thread')
 @pytest.mark.parametrize('recipe', [
-    'train_defocus_map_photos.yml', 'train_defocus_map_supervised_photos.yml', 'train_mccnet_photos.yml',
-    'train_defocusgan_slim_photos.yml', 'train_defocusgan_release_photos.yml'
+    'train_defocus_map_photos.yml', 'train_defocus_map_supervised_photos.yml', 'train_defocus_map_search_photos.yml',
+    'train_mccnet_photos.yml', 'train_defocusgan_slim_photos.yml', 'train_defocusgan_release_photos.yml'
 ])
 def test_photo_recipes_train_and_their_test_files_load_the_checkpoint(tmp_path, synthetic_root, recipe):
     from conftest import FAST, run_test, run_train, tiny_options  # the embedded set has the photo set's layout
