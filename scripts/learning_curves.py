@@ -51,6 +51,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'scripts'))
 from demo_summary import input_scores, parse_validation, parse_validation_lines  # noqa: E402
 
+from defocusgan_plugin.models.defocus_map_model import stage1_phase  # noqa: E402
 from defocusgan_plugin.utils.options import get_option, set_option  # noqa: E402
 
 # recipe key -> option files, the curve's metric, an override and its label
@@ -357,8 +358,8 @@ def second_part(opt):
         return 1 - start / total, keys
     network = int(get_option(opt, 'train:phase_schedule:network_iters') or 0)
     alternate = int(get_option(opt, 'train:phase_schedule:alternate_iters') or 0)
-    if alternate > 0:  # after the network phase, blocks of `alternate` iterations: kernel first, then network
-        kernel = sum(1 for i in range(network, total) if (i - network) // alternate % 2 == 0)
+    if alternate > 0:
+        kernel = sum(stage1_phase(i, network, alternate) == 'kernel' for i in range(1, total + 1))
         return kernel / total, ('train:phase_schedule:network_iters', 'train:phase_schedule:alternate_iters')
     return 0.0, ()
 
@@ -374,9 +375,6 @@ def probe_speed(key, args):
     share, keys = second_part(opt)
     total = 2 * n if keys else n
     opt['train']['total_iter'] = total
-    for k in ('train:critic_start_iter', 'train:gan_start_iter'):
-        if get_option(opt, k) is not None and k not in keys:  # starts outside the probe: off in it
-            set_option(opt, k, total)
     for k in keys:
         set_option(opt, k, n)
     if get_option(opt, 'train:scheduler:periods'):

@@ -15,6 +15,17 @@ from defocusgan_plugin.ops.render import reblur_coc
 PHASES = ('network', 'kernel')
 
 
+def stage1_phase(current_iter, network_iters, alternate_iters):
+    """'network' or 'kernel': which part trains at iteration ``current_iter`` (1-based) of ``train.phase_schedule``.
+
+    The network alone for ``network_iters`` iterations, then blocks of ``alternate_iters``: kernel first, then network.
+    """
+    after = current_iter - network_iters - 1
+    if after < 0 or alternate_iters == 0:
+        return 'network'
+    return PHASES[1 - (after // alternate_iters) % 2]
+
+
 def kernel_grid(kernels, cell_gap=1):
     """Stack of kernels (N, K, K) -> one uint8 image, each kernel scaled to its own peak, in a near-square grid."""
     num, size = kernels.shape[0], kernels.shape[-1]
@@ -120,10 +131,7 @@ class DefocusMapModel(MapValidationModel):
 
     def phase_at(self, current_iter):
         """'network' or 'kernel': which part trains at iteration ``current_iter`` (1-based)."""
-        after = current_iter - self.network_iters - 1
-        if after < 0 or self.alternate_iters == 0:
-            return 'network'
-        return PHASES[1 - (after // self.alternate_iters) % 2]
+        return stage1_phase(current_iter, self.network_iters, self.alternate_iters)
 
     def extra_training_state(self):
         return {'phase': self.phase, 'phase_schedule': [self.network_iters, self.alternate_iters]}
