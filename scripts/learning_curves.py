@@ -249,15 +249,17 @@ def read_train_log(path, total_iter=None):
 
     Returns:
         dict: ``iters`` [(iter, time, {loss: value})], ``val`` [(iter, time, {metric: value})], ``skips`` (int),
-        ``start`` (time of the first line).
+        ``start`` (time of the first line), ``val_seconds`` (all validations: each from the line before it to its
+        ``Validation`` line, which BasicSR writes when it ends).
     """
-    iters, vals, skips, start, last_iter = [], [], 0, None, 0
+    iters, vals, skips, start, last_iter, val_seconds, previous = [], [], 0, None, 0, 0.0, None
     with open(path) as f:
         lines = f.readlines()
     for i, line in enumerate(lines):
         stamp = STAMP.match(line)
-        if stamp and start is None:
-            start = parse_time(stamp.group(1))
+        if stamp:
+            now = parse_time(stamp.group(1))
+            start = now if start is None else start
         match = ITER_LINE.match(line)
         if match:
             last_iter = int(match.group(2).replace(',', ''))
@@ -268,11 +270,14 @@ def read_train_log(path, total_iter=None):
         elif 'non-finite' in line and 'update skipped' in line:
             skips += 1
         elif stamp and 'INFO: Validation ' in line:
+            val_seconds += now - previous
             end = next((j for j in range(i + 1, len(lines)) if STAMP.match(lines[j])), len(lines))
             metrics = {k: v for k, (v, _) in parse_validation_lines(lines[i:end]).items()}  # this block only
             if metrics and not (vals and vals[-1][0] == last_iter):  # BasicSR validates again after the last iter
-                vals.append((last_iter, parse_time(stamp.group(1)), metrics))
-    return {'iters': iters, 'val': vals, 'skips': skips, 'start': start}
+                vals.append((last_iter, now, metrics))
+        if stamp:
+            previous = now
+    return {'iters': iters, 'val': vals, 'skips': skips, 'start': start, 'val_seconds': val_seconds}
 
 
 def newest(pattern_dir, prefix):
@@ -486,6 +491,7 @@ def read_curve(result):
         'nan_guard_skips': log['skips'],
         'skip_share': log['skips'] / result['iters'],
         'end_minus_best': values[-1] - best,
+        'val_minutes': log['val_seconds'] / 60,
     }
 
 
@@ -571,17 +577,21 @@ def write_table(args, results, refs, commands):
             f'No training: the checkpoints of `{osp.relpath(args.evaluate, ROOT)}` (trained on their own data, '
             'budgets and iterations as listed), scored on this set.', ''
         ] if args.evaluate else []),
-        '| method | iterations | train min (budget) | PSNR (dB) | gain over input (dB) | SSIM | AIWE(1) px | '
-        'NaN-guard skips | end − best (val) |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+        '| method | iterations | train min (budget; of it validation) | PSNR (dB) | gain over input (dB) | SSIM | '
+        'AIWE(1) px | NaN-guard skips | end − best (val) |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
         f'| blurred input | | | {inp["psnr"]:.2f} | 0.00 | {inp["ssim"]:.4f} | | | |'
     ]
+
+    def val_part(res):  # results read from a log (older ones without a kept log lack the figure)
+        val = res['health'].get('val_minutes')
+        return '' if val is None else f'; val {val:.1f}'
 
     def row(label, test, res=None):
         psnr = test.get('psnr')
         cells = [
             label,
             str(res['iters']) if res else '',
-            f'{res["train_minutes"]:.1f} ({res.get("budget_minutes") or "-"})' if res else '',
+            f'{res["train_minutes"]:.1f} ({res.get("budget_minutes") or "-"}{val_part(res)})' if res else '',
             f'{psnr:.2f}' if psnr is not None else '', f'{psnr - inp["psnr"]:+.2f}' if psnr is not None else '',
             f'{test["ssim"]:.4f}' if 'ssim' in test else '', f'{test["aiwe1"]:.3f}' if 'aiwe1' in test else '',
             f'{res["health"]["nan_guard_skips"]}' if res else '',

@@ -123,6 +123,7 @@ def test_training_log_gives_curve_health_and_times(lc, tmp_path):
     assert log['val'][0][1] - log['start'] == pytest.approx(21.0)
     assert log['val'][0][2]['ssim'] == 0.8
     assert log['skips'] == 1
+    assert log['val_seconds'] == pytest.approx(0.5 + 1.0 + 1.0)  # wall clock inside train_minutes, the repeat too
     # the validation after 'End of training' scores the final model: at total_iter, unless that was just validated
     assert [it for it, _, _ in lc.read_train_log(str(path), total_iter=1015)['val']] == [10, 1015]
     assert [it for it, _, _ in lc.read_train_log(str(path), total_iter=1020)['val']] == [10, 1015, 1020]
